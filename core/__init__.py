@@ -1,0 +1,1 @@
+"""What `service`, `outbox` and `workers` share: settings, tables, database access, events."""

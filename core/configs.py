@@ -1,0 +1,131 @@
+"""Webhook configurations: storage and the rules that are not about HTTP.
+
+Every function takes the owning `client_id`: another client's configuration behaves
+exactly like one that does not exist (None).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.clock import utcnow
+from core.database import Database
+from core.tables import deliveries, webhook_configs
+
+SIGNING_SECRET_PREFIX = "whsec_"
+PREVIOUS_SECRET_TTL = timedelta(hours=24)
+CANCELLABLE = ("pending", "held")
+
+
+def new_signing_secret() -> str:
+    """`whsec_` + base64 of 32 random bytes, as Standard Webhooks libraries expect."""
+    return SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_authorization_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _mine(client_id: str, config_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        webhook_configs.c.id == config_id,
+        webhook_configs.c.client_id == client_id,
+        webhook_configs.c.deleted_at.is_(None),
+    )
+
+
+async def create_config(
+    db: Database,
+    client_id: str,
+    *,
+    url: str,
+    subscribed_events: Sequence[str],
+    authorization_token: str | None,
+) -> dict[str, Any]:
+    now = utcnow()
+    values = {
+        "id": str(uuid.uuid4()),
+        "client_id": client_id,
+        "url": url,
+        "authorization_token": authorization_token or new_authorization_token(),
+        "subscribed_events": list(subscribed_events),
+        "signing_secret": new_signing_secret(),
+        "enabled": True,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await db.execute(webhook_configs.insert().values(**values))
+    return values
+
+
+async def get_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
+    row = await db.fetch_one(sa.select(webhook_configs).where(_mine(client_id, config_id)))
+    return dict(row._mapping) if row is not None else None
+
+
+async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch_all(
+        sa.select(webhook_configs)
+        .where(webhook_configs.c.client_id == client_id, webhook_configs.c.deleted_at.is_(None))
+        .order_by(webhook_configs.c.created_at, webhook_configs.c.id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def update_config(
+    db: Database, client_id: str, config_id: str, changes: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Apply `changes` (already validated); None if the configuration is not the client's."""
+    row = await db.fetch_one(
+        webhook_configs.update()
+        .where(_mine(client_id, config_id))
+        .values(**changes, updated_at=utcnow())
+        .returning(*webhook_configs.c)
+    )
+    return dict(row._mapping) if row is not None else None
+
+
+async def delete_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
+    """Soft-delete the configuration and cancel its deliveries that are not yet final."""
+    async with db.transaction():
+        row = await db.fetch_one(
+            webhook_configs.update()
+            .where(_mine(client_id, config_id))
+            .values(deleted_at=utcnow())
+            .returning(*webhook_configs.c)
+        )
+        if row is None:
+            return None
+        await db.execute(
+            deliveries.update()
+            .where(deliveries.c.config_id == config_id, deliveries.c.status.in_(CANCELLABLE))
+            .values(status="cancelled", next_attempt_at=None, lease_expires_at=None)
+        )
+    return dict(row._mapping)
+
+
+async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | None:
+    """Make a new signing secret; the current one keeps signing for 24 hours."""
+    async with db.transaction():
+        current = await get_config(db, client_id, config_id)
+        if current is None:
+            return None
+        secret = new_signing_secret()
+        await db.execute(
+            webhook_configs.update()
+            .where(webhook_configs.c.id == config_id)
+            .values(
+                signing_secret=secret,
+                previous_signing_secret=current["signing_secret"],
+                previous_secret_expires_at=utcnow() + PREVIOUS_SECRET_TTL,
+                updated_at=utcnow(),
+            )
+        )
+    return secret

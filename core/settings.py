@@ -1,0 +1,96 @@
+"""The one `Settings` object, read from the environment and validated at start-up.
+
+Names are exactly those of SPEC section 2 (`DATABASE_URL`, `REDIS_URL`, `PORT`,
+`WEBHOOKS_*`). An invalid value stops the process with a message that names the
+variable; a secret never appears in that message.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./webhooks.db"
+DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_MIN_BACKOFF_MS = 5_000
+DEFAULT_MAX_BACKOFF_MS = 10 * 60 * 60 * 1000
+DEFAULT_REQUEST_TIMEOUT_S = 15.0
+DEFAULT_DELIVERY_LEASE_S = 60.0
+DEFAULT_DISABLE_AFTER_S = 5 * 24 * 60 * 60
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is safe to print."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    port: int = Field(8000, ge=1, le=65535, validation_alias="PORT")
+    allow_private_targets: bool = Field(False, validation_alias="WEBHOOKS_ALLOW_PRIVATE_TARGETS")
+    max_attempts: int = Field(
+        DEFAULT_MAX_ATTEMPTS, ge=1, le=100, validation_alias="WEBHOOKS_MAX_ATTEMPTS"
+    )
+    min_backoff_ms: int = Field(
+        DEFAULT_MIN_BACKOFF_MS, ge=0, validation_alias="WEBHOOKS_MIN_BACKOFF_MS"
+    )
+    max_backoff_ms: int = Field(
+        DEFAULT_MAX_BACKOFF_MS, ge=0, validation_alias="WEBHOOKS_MAX_BACKOFF_MS"
+    )
+    request_timeout_s: float = Field(
+        DEFAULT_REQUEST_TIMEOUT_S,
+        gt=0,
+        le=300,
+        validation_alias="WEBHOOKS_REQUEST_TIMEOUT_S",
+    )
+    delivery_lease_s: float = Field(
+        DEFAULT_DELIVERY_LEASE_S,
+        gt=0,
+        validation_alias="WEBHOOKS_DELIVERY_LEASE_S",
+    )
+    disable_after_s: float = Field(
+        DEFAULT_DISABLE_AFTER_S, gt=0, validation_alias="WEBHOOKS_DISABLE_AFTER_S"
+    )
+    poll_interval_s: float = Field(1.0, gt=0, validation_alias="WEBHOOKS_POLL_INTERVAL_S")
+    worker_concurrency: int = Field(
+        32, ge=1, le=1024, validation_alias="WEBHOOKS_WORKER_CONCURRENCY"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.max_backoff_ms < self.min_backoff_ms:
+            raise ValueError("WEBHOOKS_MAX_BACKOFF_MS must be >= WEBHOOKS_MIN_BACKOFF_MS")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise `SettingsError` naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors(include_input=False)
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,62 @@
+"""Which network addresses a webhook may reach (the SSRF rule of SPEC 5).
+
+`blocked_address(ip)` is the one rule; registration checks every spelling of a host
+and what it resolves to now, and the worker checks the address it actually connects to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RESOLVE_TIMEOUT_S = 2.0
+
+
+def blocked_address(ip: IPAddress) -> bool:
+    """True for loopback, private, link-local, unique-local, multicast, unspecified,
+    reserved and any other non-global address, including IPv4 mapped into IPv6."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is not None and blocked_address(mapped):
+            return True
+    return ip.is_multicast or not ip.is_global
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host names literally, in any spelling a resolver would accept
+    (`127.0.0.1`, `2130706433`, `0x7f000001`, `0177.1`, `[::1]`, `::ffff:127.0.0.1`)."""
+    host = host.strip("[]").rstrip(".")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        # inet_aton accepts the legacy decimal, octal, hex and short forms.
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def blocked_hostname(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost")
+
+
+async def host_is_blocked(host: str) -> bool:
+    """True if `host` is, or now resolves to, a blocked address. A name that does not
+    resolve is not blocked here: the worker checks again when it connects."""
+    if blocked_hostname(host):
+        return True
+    literal = literal_address(host)
+    if literal is not None:
+        return blocked_address(literal)
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM),
+            RESOLVE_TIMEOUT_S,
+        )
+    except (OSError, TimeoutError, UnicodeError):
+        return False
+    return any(blocked_address(ipaddress.ip_address(info[4][0])) for info in infos)

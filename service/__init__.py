@@ -1,0 +1,1 @@
+"""The HTTP face of the service: the Starlette app, its routes, auth, errors and the CLI."""

@@ -1,0 +1,64 @@
+"""Assembles the Starlette application; nothing else lives here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from core.database import Database, open_database
+from core.settings import Settings, get_settings
+from service.auth import BearerAuth
+from service.errors import EXCEPTION_HANDLERS
+from service.openapi import openapi_document
+from service.routes import configs, event_types, health
+
+API_PREFIX = "/api/v2"
+BrokerCheck = Callable[[], Awaitable[str]]
+
+
+def _api_routes() -> list[BaseRoute]:
+    return [*configs.routes, *event_types.routes]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    broker_check: BrokerCheck | None = None,
+) -> Starlette:
+    """The API. It connects `database` (or one opened from `settings`) on start-up and
+    disconnects it on shutdown; it does not migrate (the CLI does, before serving)."""
+    settings = settings or get_settings()
+    db = database or open_database(settings.database_url)
+    api = Mount(API_PREFIX, routes=_api_routes(), middleware=[Middleware(BearerAuth)])
+    document: dict[str, Any] = {}
+
+    async def openapi(request: Request) -> JSONResponse:
+        if not document:
+            document.update(openapi_document([api, *health.routes]))
+        return JSONResponse(document)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect()
+        try:
+            yield
+        finally:
+            await db.disconnect()
+
+    app = Starlette(
+        routes=[Route(f"{API_PREFIX}/openapi.json", openapi), *health.routes, api],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.broker_check = broker_check
+    return app

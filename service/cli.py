@@ -1,0 +1,141 @@
+"""The `webhooks` command: migrate, run the processes, manage clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from core.database import Database, open_database
+from core.migrate import MigrationError, upgrade
+from core.settings import Settings, SettingsError, get_settings
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"webhooks: {message}", err=True)
+    sys.exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+def _migrated_settings() -> Settings:
+    """Settings, with the schema brought up to date; a clear message and exit 1 if not."""
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+    except MigrationError as exc:
+        _fail(str(exc))
+    return settings
+
+
+def _run_with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def run() -> T:
+        db = open_database(settings.database_url, pool_size=2)
+        await db.connect()
+        try:
+            return await work(db)
+        finally:
+            await db.disconnect()
+
+    return asyncio.run(run())
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=_json_default))
+
+
+@click.group()
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One JSON object a line with `json`.",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def main(log_format: str, log_level: str) -> None:
+    """Webhook delivery service."""
+    from core.logs import configure_logging
+
+    configure_logging(log_format=log_format, level=log_level.upper())
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = _migrated_settings()
+    click.echo(f"database is up to date ({settings.database_url.split('://', 1)[0]})")
+
+
+@main.command()
+def web() -> None:
+    """Serve the HTTP API (the Procfile's `web`)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _migrated_settings()
+    uvicorn.run(
+        create_app(settings),
+        host="0.0.0.0",
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@main.group()
+def client() -> None:
+    """Manage API clients."""
+
+
+@client.command("create")
+@click.argument("name")
+def client_create(name: str) -> None:
+    """Create a client; prints its API key once, as JSON."""
+    from core.clients import create_client
+
+    settings = _migrated_settings()
+    _print_json(_run_with_db(settings, lambda db: create_client(db, name)))
+
+
+@client.command("list")
+def client_list() -> None:
+    """List clients (never their keys), as JSON lines."""
+    from core.clients import list_clients
+
+    settings = _migrated_settings()
+    for row in _run_with_db(settings, list_clients):
+        _print_json(row)
+
+
+@client.command("revoke")
+@click.argument("client_id")
+def client_revoke(client_id: str) -> None:
+    """Revoke a client's API key."""
+    from core.clients import revoke_client
+
+    settings = _migrated_settings()
+    if not _run_with_db(settings, lambda db: revoke_client(db, client_id)):
+        _fail(f"no active client {client_id}")
+    _print_json({"id": client_id, "revoked": True})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The OpenAPI 3.1 document, generated from the routes' `Operation`s and pydantic models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.routing import BaseRoute, Mount
+
+from service.routing import ApiRoute
+from service.schemas import Error
+
+_REF = "#/components/schemas/{model}"
+_ERROR_TEXT = {
+    400: "Body is not valid JSON or not an object",
+    401: "Missing, malformed, unknown or revoked API key",
+    404: "Unknown id, or another client's",
+    409: "State conflict",
+    413: "Body larger than 1 MiB",
+    415: "Body sent with a Content-Type other than JSON",
+    422: "Invalid fields",
+    503: "Not ready",
+}
+
+
+def _walk(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, ApiRoute]]:
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from _walk(route.routes, prefix + route.path)
+        elif isinstance(route, ApiRoute):
+            yield prefix + route.path, route
+
+
+def _models(routes: list[tuple[str, ApiRoute]]) -> list[type[BaseModel]]:
+    found: dict[type[BaseModel], None] = {Error: None}
+    for _, route in routes:
+        op = route.operation
+        for model in (op.request, *op.responses.values()):
+            if model is not None:
+                found[model] = None
+    return list(found)
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=_REF)
+    return [
+        {"name": name, "in": "query", "required": False, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, Any]:
+    op = route.operation
+    doc: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{route.method}_{route.name}",
+        "responses": {},
+    }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in route.param_convertors
+    ]
+    if op.query is not None:
+        params += _query_parameters(op.query)
+    if params:
+        doc["parameters"] = params
+    if op.request is not None:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[(op.request, "validation")]}},
+        }
+    for status, model in op.responses.items():
+        response: dict[str, Any] = {"description": op.summary}
+        if model is not None:
+            response["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
+        doc["responses"][str(status)] = response
+    errors = set(op.errors)
+    if op.auth:
+        errors.add(401)
+        doc["security"] = [{"bearer": []}]
+    if op.request is not None:
+        errors |= {400, 413, 415, 422}
+    for status in sorted(errors):
+        doc["responses"][str(status)] = {
+            "description": _ERROR_TEXT[status],
+            "content": {"application/json": {"schema": refs[(Error, "serialization")]}},
+        }
+    return doc
+
+
+def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    found = list(_walk(routes))
+    models = _models(found)
+    pairs = [(m, mode) for m in models for mode in ("validation", "serialization")]
+    refs, definitions = models_json_schema(pairs, ref_template=_REF)  # type: ignore[arg-type]
+    paths: dict[str, dict[str, Any]] = {}
+    for path, route in found:
+        paths.setdefault(path, {})[route.method] = _operation(path, route, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Webhook delivery service", "version": "2"},
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

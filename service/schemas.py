@@ -1,0 +1,129 @@
+"""Request and response models: they validate bodies and generate the OpenAPI schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
+
+from core.events import EventType
+
+MAX_URL_LENGTH = 2048
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http or https URL")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("must not contain user information")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts.port  # noqa: B018 - raises for an invalid port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value
+
+
+def _fold_duplicates(events: list[EventType]) -> list[EventType]:
+    return list(dict.fromkeys(events))
+
+
+WebhookUrl = Annotated[
+    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_check_url)
+]
+# 16-256 printable ASCII characters, no space: it goes into an HTTP header.
+AuthorizationToken = Annotated[
+    str, StringConstraints(min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")
+]
+SubscribedEvents = Annotated[
+    list[EventType], Field(min_length=1, max_length=100), AfterValidator(_fold_duplicates)
+]
+
+
+class ConfigCreate(Strict):
+    url: WebhookUrl
+    authorization_token: AuthorizationToken | None = None
+    subscribed_events: SubscribedEvents
+
+
+class ConfigUpdate(Strict):
+    url: WebhookUrl | None = None
+    authorization_token: AuthorizationToken | None = None
+    subscribed_events: SubscribedEvents | None = None
+    enabled: Literal[True] | None = Field(
+        None, description="Re-enable a disabled configuration; its held deliveries are sent."
+    )
+
+
+class Config(BaseModel):
+    """A configuration. `authorization_token` and `signing_secret` appear only where
+    SPEC 5 includes them; `disabled_reason` only while disabled."""
+
+    id: str
+    url: str
+    subscribed_events: list[str]
+    enabled: bool
+    disabled_reason: Literal["gone", "failing"] | None = None
+    authorization_token: str | None = None
+    signing_secret: str | None = None
+
+
+class ConfigList(RootModel[list[Config]]):
+    pass
+
+
+class SigningSecret(BaseModel):
+    signing_secret: str
+
+
+class EventTypeInfo(BaseModel):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class EventTypeList(RootModel[list[EventTypeInfo]]):
+    pass
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] | None = None
+
+
+def config_view(
+    row: dict[str, Any], *, with_token: bool = False, with_secret: bool = False
+) -> dict[str, Any]:
+    """The JSON of a configuration row, token and secret only when asked for."""
+    view = Config(
+        id=row["id"],
+        url=row["url"],
+        subscribed_events=row["subscribed_events"],
+        enabled=row["enabled"],
+        disabled_reason=None if row["enabled"] else row.get("disabled_reason"),
+        authorization_token=row["authorization_token"] if with_token else None,
+        signing_secret=row["signing_secret"] if with_secret else None,
+    )
+    return view.model_dump(mode="json", exclude_none=True)
