@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database
+from core.database import Database, record_dict
 from core.tables import clients
 
 API_KEY_PREFIX = "whk_"
@@ -41,7 +41,7 @@ async def list_clients(db: Database) -> list[dict[str, Any]]:
             clients.c.id, clients.c.name, clients.c.created_at, clients.c.revoked_at
         ).order_by(clients.c.created_at)
     )
-    return [dict(row._mapping) for row in rows]
+    return [record_dict(row) for row in rows]
 
 
 async def revoke_client(db: Database, client_id: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database
+from core.database import Database, record_dict
 from core.tables import deliveries, webhook_configs
 
 SIGNING_SECRET_PREFIX = "whsec_"
@@ -67,7 +67,7 @@ async def create_config(
 
 async def get_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
     row = await db.fetch_one(sa.select(webhook_configs).where(_mine(client_id, config_id)))
-    return dict(row._mapping) if row is not None else None
+    return record_dict(row) if row is not None else None
 
 
 async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
@@ -76,7 +76,7 @@ async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
         .where(webhook_configs.c.client_id == client_id, webhook_configs.c.deleted_at.is_(None))
         .order_by(webhook_configs.c.created_at, webhook_configs.c.id)
     )
-    return [dict(row._mapping) for row in rows]
+    return [record_dict(row) for row in rows]
 
 
 async def update_config(
@@ -89,7 +89,7 @@ async def update_config(
         .values(**changes, updated_at=utcnow())
         .returning(*webhook_configs.c)
     )
-    return dict(row._mapping) if row is not None else None
+    return record_dict(row) if row is not None else None
 
 
 async def delete_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
@@ -108,7 +108,7 @@ async def delete_config(db: Database, client_id: str, config_id: str) -> dict[st
             .where(deliveries.c.config_id == config_id, deliveries.c.status.in_(CANCELLABLE))
             .values(status="cancelled", next_attempt_at=None, lease_expires_at=None)
         )
-    return dict(row._mapping)
+    return record_dict(row)
 
 
 async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | None:

@@ -23,9 +23,15 @@ from databases.core import DatabaseURL
 SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_POOL_SIZE = 16
 
-__all__ = ["Database", "open_database"]
+__all__ = ["Database", "open_database", "record_dict"]
 
 Database = databases.Database
+
+
+def record_dict(record: Any) -> dict[str, Any]:
+    """A fetched row as a dict with every column type's result processing applied
+    (`databases` skips it in `._mapping` on PostgreSQL)."""
+    return {key: record[key] for key in record._mapping.keys()}
 
 
 class _PooledSQLitePool(SQLitePool):

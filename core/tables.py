@@ -7,6 +7,7 @@ due time (`next_attempt_at`) and lease (`lease_expires_at`) live here.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,17 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
+class Json(sa.types.TypeDecorator[Any]):
+    """JSON that reads back parsed on every driver (asyncpg through `databases` hands
+    back the text)."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+
 def _id() -> sa.Column[str]:
     return sa.Column("id", sa.String(36), primary_key=True)
 
@@ -70,7 +82,7 @@ webhook_configs = sa.Table(
     sa.Column("client_id", sa.String(36), sa.ForeignKey("clients.id"), nullable=False),
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("authorization_token", sa.String(256), nullable=False),
-    sa.Column("subscribed_events", sa.JSON, nullable=False),
+    sa.Column("subscribed_events", Json, nullable=False),
     sa.Column("signing_secret", sa.String(100), nullable=False),
     sa.Column("previous_signing_secret", sa.String(100), nullable=True),
     sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
@@ -91,7 +103,7 @@ surveys = sa.Table(
     sa.Column("client_id", sa.String(36), sa.ForeignKey("clients.id"), nullable=False),
     sa.Column("patient_id", sa.String(200), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("answers", sa.JSON, nullable=False),
+    sa.Column("answers", Json, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("completed_at", UTCDateTime, nullable=True),
 )
@@ -104,7 +116,7 @@ outbox = sa.Table(
     sa.Column("event_id", sa.String(36), nullable=False, unique=True),
     sa.Column("client_id", sa.String(36), nullable=False),
     sa.Column("event_type", sa.String(64), nullable=False),
-    sa.Column("content", sa.JSON, nullable=False),
+    sa.Column("content", Json, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("dispatched_at", UTCDateTime, nullable=True),
     sa.Index(None, "dispatched_at", "seq"),

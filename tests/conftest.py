@@ -1,0 +1,113 @@
+"""Fixtures: both databases, a private Redis, the app in-process, API clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from core.clients import create_client
+from core.database import Database, open_database
+from core.migrate import upgrade
+from core.settings import Settings
+from service.app import create_app
+from tests.servers import RedisServer, postgres_database, redis_server
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "webhooks.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    with postgres_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a migrated database of each backend, shared by the test session."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def fresh_sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database of this test alone."""
+    url = f"sqlite:///{tmp_path / 'webhooks.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "DATABASE_URL": database_url,
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": True,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = open_database(database_url)
+    await database.connect()
+    yield database
+    await database.disconnect()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def api(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app, in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+NewClient = Callable[[], Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def new_client(app: Starlette) -> NewClient:
+    """Makes an API client; returns its `Authorization` header (and id under `id`)."""
+
+    async def make() -> dict[str, str]:
+        created = await create_client(app.state.db, "test client")
+        return {"Authorization": f"Bearer {created['api_key']}", "id": created["id"]}
+
+    return make
+
+
+@pytest.fixture
+async def auth(new_client: NewClient) -> dict[str, str]:
+    headers = await new_client()
+    headers.pop("id")
+    return headers
+
