@@ -31,7 +31,7 @@ Database = databases.Database
 def record_dict(record: Any) -> dict[str, Any]:
     """A fetched row as a dict with every column type's result processing applied
     (`databases` skips it in `._mapping` on PostgreSQL)."""
-    return {key: record[key] for key in record._mapping.keys()}
+    return {key: record[key] for key in record._mapping.keys()}  # noqa: SIM118 - asyncpg records iterate values
 
 
 class _PooledSQLitePool(SQLitePool):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,17 +14,19 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from core.database import Database, open_database
 from core.settings import Settings, get_settings
+from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
 from service.auth import BearerAuth
 from service.errors import EXCEPTION_HANDLERS
 from service.openapi import openapi_document
-from service.routes import configs, event_types, health
+from service.routes import configs, event_types, health, surveys
 
 API_PREFIX = "/api/v2"
 BrokerCheck = Callable[[], Awaitable[str]]
+Companion = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 def _api_routes() -> list[BaseRoute]:
-    return [*configs.routes, *event_types.routes]
+    return [*configs.routes, *surveys.routes, *event_types.routes]
 
 
 def create_app(
@@ -32,11 +34,17 @@ def create_app(
     *,
     database: Database | None = None,
     broker_check: BrokerCheck | None = None,
+    wakeup: Wakeup | None = None,
+    companions: Sequence[Companion] = (),
 ) -> Starlette:
     """The API. It connects `database` (or one opened from `settings`) on start-up and
-    disconnects it on shutdown; it does not migrate (the CLI does, before serving)."""
+    disconnects it on shutdown; it does not migrate (the CLI does, before serving).
+    `wakeup` is nudged after each commit that writes an event; `companions` run beside
+    the app for its lifetime (the poller and worker of `webhooks serve`)."""
     settings = settings or get_settings()
     db = database or open_database(settings.database_url)
+    if wakeup is None:
+        wakeup = RedisWakeup(settings.redis_url) if settings.redis_url else LocalWakeup()
     api = Mount(API_PREFIX, routes=_api_routes(), middleware=[Middleware(BearerAuth)])
     document: dict[str, Any] = {}
 
@@ -49,8 +57,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect()
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(app))
+                yield
         finally:
+            await wakeup.close()
             await db.disconnect()
 
     app = Starlette(
@@ -61,4 +73,5 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.broker_check = broker_check
+    app.state.wakeup = wakeup
     return app

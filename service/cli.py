@@ -40,6 +40,15 @@ def _migrated_settings() -> Settings:
     return settings
 
 
+def _needs_redis(settings: Settings, process: str) -> Settings:
+    if not settings.redis_url:
+        _fail(
+            f"the {process} needs REDIS_URL (e.g. redis://127.0.0.1:6379/0); "
+            "`webhooks serve` runs everything without Redis"
+        )
+    return settings
+
+
 def _run_with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     async def run() -> T:
         db = open_database(settings.database_url, pool_size=2)
@@ -86,18 +95,33 @@ def migrate() -> None:
 @main.command()
 def web() -> None:
     """Serve the HTTP API (the Procfile's `web`)."""
-    import uvicorn
+    from service.processes import run_web
 
-    from service.app import create_app
+    run_web(_migrated_settings())
 
-    settings = _migrated_settings()
-    uvicorn.run(
-        create_app(settings),
-        host="0.0.0.0",
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-    )
+
+@main.command()
+def poller() -> None:
+    """Move outbox events to the queue and sweep stranded deliveries (needs REDIS_URL)."""
+    from service.processes import run_poller
+
+    run_poller(_needs_redis(_migrated_settings(), "poller"))
+
+
+@main.command()
+def worker() -> None:
+    """Deliver webhooks from the queue (needs REDIS_URL)."""
+    from service.processes import run_worker
+
+    run_worker(_needs_redis(_migrated_settings(), "worker"))
+
+
+@main.command()
+def serve() -> None:
+    """Run web, poller and worker in one process, with an in-process queue (no Redis)."""
+    from service.processes import serve as serve_all
+
+    serve_all(_migrated_settings())
 
 
 @main.group()

@@ -127,3 +127,13 @@ def config_view(
         signing_secret=row["signing_secret"] if with_secret else None,
     )
     return view.model_dump(mode="json", exclude_none=True)
+
+
+class SurveyCreate(Strict):
+    patient_id: str = Field(min_length=1, max_length=200)
+    answers: dict[str, Any] = Field(default_factory=dict)
+
+
+class SurveyUpdate(Strict):
+    status: Literal["completed"]
+    answers: dict[str, Any] | None = None

@@ -1,0 +1,147 @@
+"""Claiming outbox rows and fanning each event out into one delivery per subscribed
+configuration of the same client, in one transaction.
+
+Many pollers may run at once: PostgreSQL hands each one different rows
+(`FOR UPDATE SKIP LOCKED`); SQLite serialises them (`BEGIN IMMEDIATE`). The unique
+(event, configuration) constraint makes a repeated fan-out a no-op all the same.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from core.clock import utcnow
+from core.database import Database, record_dict
+from core.events import event_body
+from core.tables import deliveries, outbox, webhook_configs
+
+INSERT_CHUNK_ROWS = 200
+
+
+@dataclass(frozen=True)
+class Fanout:
+    events: int
+    pending_ids: list[str]
+    held: int
+
+
+def _claim_query(db: Database, batch_size: int) -> sa.Select[Any]:
+    query = (
+        sa.select(
+            outbox.c.seq,
+            outbox.c.event_id,
+            outbox.c.client_id,
+            outbox.c.event_type,
+            outbox.c.content,
+        )
+        .where(outbox.c.dispatched_at.is_(None))
+        .order_by(outbox.c.seq)
+        .limit(batch_size)
+    )
+    if db.url.dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = await db.fetch_all(
+        sa.select(
+            webhook_configs.c.id,
+            webhook_configs.c.client_id,
+            webhook_configs.c.subscribed_events,
+            webhook_configs.c.enabled,
+        ).where(webhook_configs.c.client_id.in_(client_ids), webhook_configs.c.deleted_at.is_(None))
+    )
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for row in map(record_dict, rows):
+        by_client.setdefault(row["client_id"], []).append(row)
+    return by_client
+
+
+def delivery_row(
+    *,
+    config_id: str,
+    client_id: str,
+    event_id: str,
+    event_type: str,
+    body: str,
+    enabled: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "config_id": config_id,
+        "client_id": client_id,
+        "event_id": event_id,
+        "event_type": event_type,
+        "body": body,
+        "status": "pending" if enabled else "held",
+        "attempt_count": 0,
+        "created_at": now,
+        "next_attempt_at": now if enabled else None,
+    }
+
+
+def _rows(
+    events: Iterable[dict[str, Any]], subscribers: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    now = utcnow()
+    rows = []
+    for event in events:
+        body = event_body(event["event_type"], event["content"])
+        for config in subscribers.get(event["client_id"], []):
+            if event["event_type"] in config["subscribed_events"]:
+                rows.append(
+                    delivery_row(
+                        config_id=config["id"],
+                        client_id=event["client_id"],
+                        event_id=event["event_id"],
+                        event_type=event["event_type"],
+                        body=body,
+                        enabled=config["enabled"],
+                        now=now,
+                    )
+                )
+    return rows
+
+
+async def insert_deliveries(db: Database, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Insert, skipping (event, configuration) pairs that exist; returns the inserted ids."""
+    dialect_insert = postgresql.insert if db.url.dialect == "postgresql" else sqlite.insert
+    inserted: list[str] = []
+    for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+        chunk = rows[start : start + INSERT_CHUNK_ROWS]
+        statement = (
+            dialect_insert(deliveries)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=["event_id", "config_id"])
+            .returning(deliveries.c.id)
+        )
+        inserted += [str(row[0]) for row in await db.fetch_all(statement)]
+    return inserted
+
+
+async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
+    """Claim up to `batch_size` undispatched events, create their deliveries and mark
+    them dispatched, all in one transaction. The caller enqueues `pending_ids` after."""
+    async with db.transaction():
+        events = [record_dict(row) for row in await db.fetch_all(_claim_query(db, batch_size))]
+        if not events:
+            return Fanout(0, [], 0)
+        subscribers = await _subscribers(db, {event["client_id"] for event in events})
+        rows = _rows(events, subscribers)
+        inserted = set(await insert_deliveries(db, rows))
+        await db.execute(
+            outbox.update()
+            .where(outbox.c.seq.in_([event["seq"] for event in events]))
+            .values(dispatched_at=utcnow())
+        )
+    pending = [row["id"] for row in rows if row["id"] in inserted and row["status"] == "pending"]
+    return Fanout(len(events), pending, sum(1 for row in rows if row["status"] == "held"))

@@ -1,0 +1,84 @@
+"""The poller: moves outbox events into deliveries and hands them to the queue.
+
+Each round: fan out batches until the outbox is empty, then (at most every
+`sweep_interval_s`) sweep stranded deliveries, then sleep until woken or until the
+poll interval passes. Enqueueing happens after the fan-out commits: if the process dies
+in between, the deliveries are in the database and the sweep sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from core.database import Database
+from outbox.fanout import fan_out_batch
+from outbox.sweep import sweep_stranded
+from outbox.wakeup import Wakeup
+
+logger = logging.getLogger("webhooks.poller")
+
+Enqueue = Callable[[Sequence[str]], None]
+"""Sends delivery ids to the queue; blocking (Dramatiq's brokers are), run in a thread."""
+
+DEFAULT_BATCH_SIZE = 500
+
+
+class Poller:
+    def __init__(
+        self,
+        db: Database,
+        enqueue: Enqueue,
+        wakeup: Wakeup,
+        *,
+        poll_interval_s: float,
+        sweep_grace_s: float,
+        sweep_interval_s: float = 1.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.db = db
+        self.enqueue = enqueue
+        self.wakeup = wakeup
+        self.poll_interval_s = poll_interval_s
+        self.sweep_grace_s = sweep_grace_s
+        self.sweep_interval_s = sweep_interval_s
+        self.batch_size = batch_size
+        self._last_sweep = 0.0
+
+    async def dispatch(self) -> int:
+        """Fan out and enqueue until the outbox is empty; returns the events handled."""
+        handled = 0
+        while True:
+            fanout = await fan_out_batch(self.db, batch_size=self.batch_size)
+            if fanout.pending_ids:
+                await asyncio.to_thread(self.enqueue, fanout.pending_ids)
+            handled += fanout.events
+            if fanout.events < self.batch_size:
+                return handled
+
+    async def sweep(self) -> int:
+        stranded = await sweep_stranded(self.db, grace_s=self.sweep_grace_s)
+        if stranded:
+            logger.warning("re-enqueueing %d stranded deliveries", len(stranded))
+            await asyncio.to_thread(self.enqueue, stranded)
+        return len(stranded)
+
+    async def run_once(self) -> None:
+        await self.dispatch()
+        now = time.monotonic()
+        if now - self._last_sweep >= self.sweep_interval_s:
+            self._last_sweep = now
+            await self.sweep()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set; an error is logged and retried after a pause."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as exc:
+                logger.error("poll round failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(min(self.poll_interval_s, 1.0))
+                continue
+            await self.wakeup.wait(self.poll_interval_s)

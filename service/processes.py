@@ -1,0 +1,118 @@
+"""The three processes of the Procfile, and `webhooks serve`, which runs all three in
+one process on an in-process broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator
+from functools import partial
+
+import dramatiq
+import uvicorn
+from starlette.applications import Starlette
+
+from core.database import Database, open_database
+from core.settings import Settings
+from outbox.poller import Poller
+from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
+from service.app import create_app
+from workers.broker import create_broker, enqueue_deliveries, start_worker
+
+logger = logging.getLogger("webhooks")
+
+
+def _poller(settings: Settings, db: Database, broker: dramatiq.Broker, wakeup: Wakeup) -> Poller:
+    return Poller(
+        db,
+        partial(enqueue_deliveries, broker),
+        wakeup,
+        poll_interval_s=settings.poll_interval_s,
+        sweep_grace_s=settings.delivery_lease_s,
+    )
+
+
+async def _redis_check(redis_url: str) -> str:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    finally:
+        await client.aclose()
+
+
+def run_web(settings: Settings) -> None:
+    check = partial(_redis_check, settings.redis_url) if settings.redis_url else None
+    app = create_app(settings, broker_check=check)
+    uvicorn.run(app, host="0.0.0.0", port=settings.port, log_config=None, access_log=False)
+
+
+def run_poller(settings: Settings) -> None:
+    assert settings.redis_url is not None
+    redis_url = settings.redis_url
+
+    async def main() -> None:
+        db = open_database(settings.database_url, pool_size=2)
+        await db.connect()
+        wakeup = RedisWakeup(redis_url)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        broker = create_broker(redis_url)
+        logger.info("poller started")
+        try:
+            await _poller(settings, db, broker, wakeup).run(stop)
+        finally:
+            await wakeup.close()
+            await db.disconnect()
+            broker.close()
+
+    asyncio.run(main())
+
+
+def run_worker(settings: Settings) -> None:
+    broker = create_broker(settings.redis_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = start_worker(broker, threads=settings.worker_concurrency)
+    logger.info("worker started with %d threads", settings.worker_concurrency)
+    stop.wait()
+    worker.stop()
+    broker.close()
+
+
+def serve(settings: Settings) -> None:
+    """web + poller + worker in one process, SQLite by default, no Redis."""
+    wakeup = LocalWakeup()
+
+    @contextlib.asynccontextmanager
+    async def pipeline(app: Starlette) -> AsyncIterator[None]:
+        broker = create_broker(None)
+        worker = start_worker(broker, threads=settings.worker_concurrency)
+        poller = _poller(settings, app.state.db, broker, wakeup)
+        # Nothing is queued in a new process: whatever is pending and not leased by a
+        # process that died is stranded, so it is sent again right away.
+        poller.sweep_grace_s = 0
+        await poller.sweep()
+        poller.sweep_grace_s = settings.delivery_lease_s
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            wakeup.notify()
+            await task
+            await asyncio.to_thread(worker.stop)
+            broker.close()
+
+    app = create_app(settings, wakeup=wakeup, companions=[pipeline])
+    uvicorn.run(app, host="0.0.0.0", port=settings.port, log_config=None, access_log=False)

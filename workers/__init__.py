@@ -1,0 +1,1 @@
+"""Delivery workers: the Dramatiq actor that signs, POSTs, records and backs off."""

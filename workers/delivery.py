@@ -1,0 +1,132 @@
+"""One delivery attempt, start to finish: claim, sign, POST, record, decide what next.
+
+`deliver` is plain async code with its collaborators passed in (`Deliverer`), so tests
+can drive it with `httpx.MockTransport` or a real receiver; `workers.actor` wraps it
+in a Dramatiq actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+
+from core.clock import utcnow
+from core.database import Database
+from core.settings import Settings
+from workers import store
+from workers.backoff import next_delay_ms
+from workers.errors import DeliveryError, TargetBlocked
+from workers.signing import webhook_headers
+from workers.store import AttemptRecord, Claim, Status
+from workers.transport import Reply, send
+
+logger = logging.getLogger("webhooks.worker")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a delivery after this attempt; `retry_in_ms` when it is pending."""
+
+    status: Status | None
+    retry_in_ms: int | None = None
+    error: DeliveryError | None = None
+
+
+@dataclass
+class Deliverer:
+    db: Database
+    http: httpx.AsyncClient
+    settings: Settings
+
+    async def deliver(self, delivery_id: str) -> Outcome:
+        """Attempt the delivery if it is pending, due and not leased by another worker."""
+        claim = await store.claim(self.db, delivery_id, lease_s=self.settings.delivery_lease_s)
+        if claim is None:
+            return Outcome(None)
+        if claim.deleted or not claim.enabled:
+            status = Status.CANCELLED if claim.deleted else Status.HELD
+            await store.set_status(self.db, delivery_id, status)
+            return Outcome(status)
+        return await self._attempt(claim)
+
+    async def _attempt(self, claim: Claim) -> Outcome:
+        started_at = utcnow()
+        started = time.monotonic()
+        body = claim.body.encode()
+        headers = webhook_headers(
+            msg_id=claim.delivery_id, body=body, token=claim.token, secrets=claim.secrets
+        )
+        reply: Reply | None = None
+        error: DeliveryError | None = None
+        try:
+            reply = await send(
+                self.http,
+                claim.url,
+                body=body,
+                headers=headers,
+                timeout_s=self.settings.request_timeout_s,
+                allow_private_targets=self.settings.allow_private_targets,
+            )
+        except DeliveryError as exc:
+            error = exc
+        duration_ms = reply.duration_ms if reply else int((time.monotonic() - started) * 1000)
+        attempt = AttemptRecord(
+            started_at=started_at,
+            duration_ms=duration_ms,
+            status_code=reply.status_code if reply else None,
+            error=error.code if error else (None if _ok(reply) else "http_status"),
+            response_body=reply.body if reply else None,
+        )
+        outcome = self._decide(claim, reply, error)
+        next_at = (
+            started_at + timedelta(milliseconds=outcome.retry_in_ms)
+            if outcome.retry_in_ms is not None
+            else None
+        )
+        await store.record(
+            self.db,
+            claim,
+            attempt,
+            status=outcome.status or Status.PENDING,
+            next_attempt_at=next_at,
+        )
+        _log(claim, attempt, outcome)
+        return outcome
+
+    def _decide(self, claim: Claim, reply: Reply | None, error: DeliveryError | None) -> Outcome:
+        if _ok(reply):
+            return Outcome(Status.DELIVERED)
+        if isinstance(error, TargetBlocked) or claim.attempt >= self.settings.max_attempts:
+            return Outcome(Status.FAILED, error=error)
+        delay_ms = next_delay_ms(
+            claim.attempt,
+            status_code=reply.status_code if reply else None,
+            retry_after=reply.retry_after if reply else None,
+            min_backoff_ms=self.settings.min_backoff_ms,
+            max_backoff_ms=self.settings.max_backoff_ms,
+            now=utcnow(),
+        )
+        return Outcome(Status.PENDING, retry_in_ms=delay_ms, error=error)
+
+
+def _ok(reply: Reply | None) -> bool:
+    return reply is not None and 200 <= reply.status_code < 300
+
+
+def _log(claim: Claim, attempt: AttemptRecord, outcome: Outcome) -> None:
+    logger.info(
+        "attempt %d %s",
+        claim.attempt,
+        outcome.status,
+        extra={
+            "delivery_id": claim.delivery_id,
+            "event_id": claim.event_id,
+            "config_id": claim.config_id,
+            "attempt": claim.attempt,
+            "status_code": attempt.status_code,
+        },
+    )

@@ -1,0 +1,150 @@
+"""The database side of one delivery attempt: take the lease, read the target, record
+the attempt and the delivery's new state in one transaction.
+
+The database is the source of truth: a queue message only says "look at delivery X".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.clock import utcnow
+from core.database import Database, record_dict
+from core.tables import attempts, deliveries, webhook_configs
+
+# A message may arrive a little before the due time it was delayed to.
+EARLY_ARRIVAL_SLACK = timedelta(seconds=1)
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    HELD = "held"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this worker holds the lease of, with what it needs to send it."""
+
+    delivery_id: str
+    event_id: str
+    config_id: str
+    body: str
+    attempt: int
+    url: str
+    token: str
+    secrets: list[str]
+    enabled: bool
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
+    secrets = [config["signing_secret"]]
+    expires = config["previous_secret_expires_at"]
+    if config["previous_signing_secret"] and expires is not None and expires > now:
+        secrets.append(config["previous_signing_secret"])
+    return secrets
+
+
+async def claim(db: Database, delivery_id: str, *, lease_s: float) -> Claim | None:
+    """Take the lease of a pending, due delivery that nobody else holds; None if the
+    delivery is final, not due yet, or leased by another worker."""
+    now = utcnow()
+    leased = await db.fetch_one(
+        deliveries.update()
+        .where(
+            deliveries.c.id == delivery_id,
+            deliveries.c.status == Status.PENDING,
+            deliveries.c.next_attempt_at <= now + EARLY_ARRIVAL_SLACK,
+            sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .returning(
+            deliveries.c.event_id,
+            deliveries.c.config_id,
+            deliveries.c.body,
+            deliveries.c.attempt_count,
+        )
+    )
+    if leased is None:
+        return None
+    delivery = record_dict(leased)
+    config = record_dict(
+        await db.fetch_one(
+            sa.select(webhook_configs).where(webhook_configs.c.id == delivery["config_id"])
+        )
+    )
+    return Claim(
+        delivery_id=delivery_id,
+        event_id=delivery["event_id"],
+        config_id=delivery["config_id"],
+        body=delivery["body"],
+        attempt=delivery["attempt_count"] + 1,
+        url=config["url"],
+        token=config["authorization_token"],
+        secrets=_secrets(config, now),
+        enabled=config["enabled"],
+        deleted=config["deleted_at"] is not None,
+    )
+
+
+async def set_status(db: Database, delivery_id: str, status: Status) -> None:
+    """Park a claimed delivery without an attempt (held, cancelled) and drop the lease."""
+    await db.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id)
+        .values(status=status, lease_expires_at=None, next_attempt_at=None)
+    )
+
+
+async def record(
+    db: Database,
+    claim: Claim,
+    attempt: AttemptRecord,
+    *,
+    status: Status,
+    next_attempt_at: datetime | None,
+) -> None:
+    """Store the attempt and the delivery's new state together, and release the lease."""
+    finished_at = attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
+    async with db.transaction():
+        await db.execute(
+            attempts.insert().values(
+                delivery_id=claim.delivery_id,
+                number=claim.attempt,
+                started_at=attempt.started_at,
+                duration_ms=attempt.duration_ms,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                response_body=attempt.response_body,
+            )
+        )
+        # A delivery cancelled while in flight stays cancelled.
+        await db.execute(
+            deliveries.update()
+            .where(deliveries.c.id == claim.delivery_id, deliveries.c.status == Status.PENDING)
+            .values(
+                status=status,
+                attempt_count=claim.attempt,
+                last_attempt_at=attempt.started_at,
+                next_attempt_at=next_attempt_at,
+                lease_expires_at=None,
+                delivered_at=finished_at if status == Status.DELIVERED else None,
+            )
+        )
