@@ -18,15 +18,20 @@ from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
 from service.auth import BearerAuth
 from service.errors import EXCEPTION_HANDLERS
 from service.openapi import openapi_document
-from service.routes import configs, event_types, health, surveys
+from service.routes import configs, deliveries, event_types, health, surveys
 
 API_PREFIX = "/api/v2"
 BrokerCheck = Callable[[], Awaitable[str]]
 Companion = Callable[[Starlette], AbstractAsyncContextManager[None]]
+Enqueue = Callable[[list[str]], Awaitable[None]]
+
+
+async def _sweep_will_send(delivery_ids: list[str]) -> None:
+    """Without a broker, the poller's sweep sends due deliveries."""
 
 
 def _api_routes() -> list[BaseRoute]:
-    return [*configs.routes, *surveys.routes, *event_types.routes]
+    return [*configs.routes, *deliveries.routes, *surveys.routes, *event_types.routes]
 
 
 def create_app(
@@ -35,11 +40,13 @@ def create_app(
     database: Database | None = None,
     broker_check: BrokerCheck | None = None,
     wakeup: Wakeup | None = None,
+    enqueue: Enqueue = _sweep_will_send,
     companions: Sequence[Companion] = (),
 ) -> Starlette:
     """The API. It connects `database` (or one opened from `settings`) on start-up and
     disconnects it on shutdown; it does not migrate (the CLI does, before serving).
-    `wakeup` is nudged after each commit that writes an event; `companions` run beside
+    `wakeup` is nudged after each commit that writes an event; `enqueue` queues
+    deliveries that the API makes due (redeliver, recover, ping); `companions` run beside
     the app for its lifetime (the poller and worker of `webhooks serve`)."""
     settings = settings or get_settings()
     db = database or open_database(settings.database_url)
@@ -74,4 +81,5 @@ def create_app(
     app.state.db = db
     app.state.broker_check = broker_check
     app.state.wakeup = wakeup
+    app.state.enqueue = enqueue
     return app

@@ -161,5 +161,75 @@ def client_revoke(client_id: str) -> None:
     _print_json({"id": client_id, "revoked": True})
 
 
+@main.group()
+def deliveries() -> None:
+    """Audit deliveries (operators: any client's)."""
+
+
+STATUSES = ["pending", "delivered", "failed", "cancelled", "held"]
+_ITEM_FIELDS = ("id", "event_type", "status", "attempt_count", "created_at", "last_attempt_at")
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else _json_default(value)
+
+
+def _table(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
+    cells = [[_cell(row.get(field)) for field in fields] for row in rows]
+    widths = [
+        max([len(field), *(len(line[i]) for line in cells)]) for i, field in enumerate(fields)
+    ]
+    lines = ["  ".join(field.ljust(width) for field, width in zip(fields, widths, strict=True))]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in cells
+    ]
+    return "\n".join(lines)
+
+
+@deliveries.command("list")
+@click.option("--config", "config_id", required=True, help="Configuration id.")
+@click.option(
+    "--status", type=click.Choice(["pending", "delivered", "failed", "cancelled", "held"])
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of items.")
+def deliveries_list(config_id: str, status: str | None, limit: int, as_json: bool) -> None:
+    """A configuration's deliveries, newest first."""
+    from service.deliveries import Filters, list_deliveries
+
+    settings = _migrated_settings()
+    items, _ = _run_with_db(
+        settings,
+        lambda db: list_deliveries(db, config_id, Filters(status=status), limit=limit, cursor=None),
+    )
+    if as_json:
+        _print_json(items)
+    else:
+        click.echo(_table(items, _ITEM_FIELDS))
+
+
+@deliveries.command("show")
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def deliveries_show(delivery_id: str, as_json: bool) -> None:
+    """One delivery with its attempts."""
+    from service.deliveries import get_delivery
+
+    settings = _migrated_settings()
+    item = _run_with_db(settings, lambda db: get_delivery(db, None, delivery_id))
+    if item is None:
+        _fail(f"no delivery {delivery_id}")
+    if as_json:
+        _print_json(item)
+        return
+    attempts = item.pop("attempts")
+    for key, value in item.items():
+        click.echo(f"{key:16} {_cell(value)}")
+    click.echo()
+    fields = ("number", "started_at", "duration_ms", "status_code", "error")
+    click.echo(_table(attempts, fields) if attempts else "no attempts yet")
+
+
 if __name__ == "__main__":
     main()

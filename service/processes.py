@@ -19,7 +19,7 @@ from core.database import Database, open_database
 from core.settings import Settings
 from outbox.poller import Poller
 from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
-from service.app import create_app
+from service.app import Enqueue, create_app
 from workers.broker import create_broker, enqueue_deliveries, start_worker
 
 logger = logging.getLogger("webhooks")
@@ -48,9 +48,23 @@ async def _redis_check(redis_url: str) -> str:
         await client.aclose()
 
 
+def _api_enqueuer(broker: dramatiq.Broker) -> Enqueue:
+    async def enqueue(delivery_ids: list[str]) -> None:
+        try:
+            await asyncio.to_thread(enqueue_deliveries, broker, delivery_ids)
+        except Exception as exc:  # the rows are due in the database: the sweep sends them
+            logger.warning("enqueue failed, left to the sweep: %s", type(exc).__name__)
+
+    return enqueue
+
+
 def run_web(settings: Settings) -> None:
-    check = partial(_redis_check, settings.redis_url) if settings.redis_url else None
-    app = create_app(settings, broker_check=check)
+    if settings.redis_url:
+        check = partial(_redis_check, settings.redis_url)
+        enqueue = _api_enqueuer(create_broker(settings.redis_url))
+        app = create_app(settings, broker_check=check, enqueue=enqueue)
+    else:
+        app = create_app(settings)
     uvicorn.run(app, host="0.0.0.0", port=settings.port, log_config=None, access_log=False)
 
 
@@ -92,10 +106,10 @@ def run_worker(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """web + poller + worker in one process, SQLite by default, no Redis."""
     wakeup = LocalWakeup()
+    broker = create_broker(None)
 
     @contextlib.asynccontextmanager
     async def pipeline(app: Starlette) -> AsyncIterator[None]:
-        broker = create_broker(None)
         worker = start_worker(broker, threads=settings.worker_concurrency)
         poller = _poller(settings, app.state.db, broker, wakeup)
         # Nothing is queued in a new process: whatever is pending and not leased by a
@@ -114,5 +128,5 @@ def serve(settings: Settings) -> None:
             await asyncio.to_thread(worker.stop)
             broker.close()
 
-    app = create_app(settings, wakeup=wakeup, companions=[pipeline])
+    app = create_app(settings, wakeup=wakeup, enqueue=_api_enqueuer(broker), companions=[pipeline])
     uvicorn.run(app, host="0.0.0.0", port=settings.port, log_config=None, access_log=False)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+)
 
 from core.events import EventType
 
@@ -137,3 +145,65 @@ class SurveyCreate(Strict):
 class SurveyUpdate(Strict):
     status: Literal["completed"]
     answers: dict[str, Any] | None = None
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled", "held"]
+
+
+class DeliveryQuery(Strict):
+    model_config = ConfigDict(extra="ignore")
+
+    status: DeliveryStatus | None = None
+    event_type: Literal["survey_created", "survey_finished", "ping"] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(50, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=512)
+
+
+class DeliveryItem(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    created_at: AwareDatetime
+    last_attempt_at: AwareDatetime | None
+    next_attempt_at: AwareDatetime | None
+    delivered_at: AwareDatetime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryItem]
+    next_cursor: str | None
+
+
+class Attempt(BaseModel):
+    number: int
+    started_at: AwareDatetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+class DeliveryDetail(DeliveryItem):
+    attempts: list[Attempt]
+
+
+class Accepted(BaseModel):
+    delivery_id: str
+    status: Literal["pending"]
+
+
+class RecoverRequest(Strict):
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+
+
+class Recovered(BaseModel):
+    redelivered: int
+
+
+class PingSent(BaseModel):
+    delivery_id: str

@@ -1,0 +1,173 @@
+"""The delivery audit (SPEC 8): listing, one delivery with its attempts, redelivery,
+recovery of failed deliveries, and pings. Every query is scoped to one configuration
+of one client."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.clock import utcnow
+from core.database import Database, record_dict
+from core.events import PING_EVENT, event_body
+from core.tables import attempts, deliveries
+from outbox.fanout import delivery_row, insert_deliveries
+
+ITEM_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.event_id,
+    deliveries.c.event_type,
+    deliveries.c.status,
+    deliveries.c.attempt_count,
+    deliveries.c.created_at,
+    deliveries.c.last_attempt_at,
+    deliveries.c.next_attempt_at,
+    deliveries.c.delivered_at,
+)
+ATTEMPT_COLUMNS = (
+    attempts.c.number,
+    attempts.c.started_at,
+    attempts.c.duration_ms,
+    attempts.c.status_code,
+    attempts.c.error,
+    attempts.c.response_body,
+)
+REDELIVERABLE = ("delivered", "failed", "pending")
+
+
+class BadCursor(ValueError):
+    """The cursor was not made by this service."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def encode_cursor(created_at: datetime, delivery_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{delivery_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        moment = datetime.fromisoformat(created_at)
+    except (ValueError, binascii.Error, UnicodeError):
+        raise BadCursor(cursor) from None
+    if moment.tzinfo is None:
+        raise BadCursor(cursor)
+    return moment, delivery_id
+
+
+def _conditions(config_id: str, filters: Filters) -> list[sa.ColumnElement[bool]]:
+    conditions = [deliveries.c.config_id == config_id]
+    if filters.status is not None:
+        conditions.append(deliveries.c.status == filters.status)
+    if filters.event_type is not None:
+        conditions.append(deliveries.c.event_type == filters.event_type)
+    if filters.since is not None:
+        conditions.append(deliveries.c.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(deliveries.c.created_at < filters.until)
+    return conditions
+
+
+async def list_deliveries(
+    db: Database, config_id: str, filters: Filters, *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; returns the page and the cursor of the next one (or None)."""
+    conditions = _conditions(config_id, filters)
+    if cursor is not None:
+        created_at, delivery_id = decode_cursor(cursor)
+        conditions.append(
+            sa.or_(
+                deliveries.c.created_at < created_at,
+                sa.and_(deliveries.c.created_at == created_at, deliveries.c.id < delivery_id),
+            )
+        )
+    rows = await db.fetch_all(
+        sa.select(*ITEM_COLUMNS)
+        .where(*conditions)
+        .order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc())
+        .limit(limit + 1)
+    )
+    items = [record_dict(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    next_cursor = encode_cursor(items[-1]["created_at"], items[-1]["id"]) if more else None
+    return items, next_cursor
+
+
+async def get_delivery(
+    db: Database, config_id: str | None, delivery_id: str
+) -> dict[str, Any] | None:
+    """The delivery with its attempts; `config_id` None (operators, the CLI) for any."""
+    query = sa.select(*ITEM_COLUMNS, deliveries.c.config_id).where(deliveries.c.id == delivery_id)
+    if config_id is not None:
+        query = query.where(deliveries.c.config_id == config_id)
+    row = await db.fetch_one(query)
+    if row is None:
+        return None
+    item = record_dict(row)
+    found = await db.fetch_all(
+        sa.select(*ATTEMPT_COLUMNS)
+        .where(attempts.c.delivery_id == delivery_id)
+        .order_by(attempts.c.number, attempts.c.id)
+    )
+    item["attempts"] = [record_dict(attempt) for attempt in found]
+    return item
+
+
+async def redeliver(db: Database, config_id: str, delivery_id: str) -> bool:
+    """Make the delivery due now (the same `webhook-id`); False if it is not there or was
+    cancelled. A final delivery gets one more attempt; a pending one keeps its retries."""
+    row = await db.fetch_one(
+        deliveries.update()
+        .where(
+            deliveries.c.id == delivery_id,
+            deliveries.c.config_id == config_id,
+            deliveries.c.status.in_(REDELIVERABLE),
+        )
+        .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
+        .returning(deliveries.c.id)
+    )
+    return row is not None
+
+
+async def recover(
+    db: Database, config_id: str, *, since: datetime, until: datetime | None
+) -> list[str]:
+    """Send again every `failed` delivery created in [since, until); returns their ids."""
+    conditions = _conditions(config_id, Filters(status="failed", since=since, until=until))
+    rows = await db.fetch_all(
+        deliveries.update()
+        .where(*conditions)
+        .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
+        .returning(deliveries.c.id)
+    )
+    return [str(row[0]) for row in rows]
+
+
+async def create_ping(db: Database, config: dict[str, Any]) -> str:
+    """A `ping` delivery to this configuration, whatever it subscribes to."""
+    now = utcnow()
+    content = {"config_id": config["id"], "sent_at": now.isoformat()}
+    row = delivery_row(
+        config_id=config["id"],
+        client_id=config["client_id"],
+        event_id=str(uuid.uuid4()),
+        event_type=PING_EVENT,
+        body=event_body(PING_EVENT, content),
+        enabled=config["enabled"],
+        now=now,
+    )
+    await insert_deliveries(db, [row])
+    return str(row["id"])
