@@ -1,0 +1,492 @@
+"""The HTTP edge against real receivers on 127.0.0.1: replies, limits, errors, the guard."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from tests.servers import free_port
+from workers.errors import ConnectFailed, RequestTimeout, TargetBlocked, TransportFailed
+from workers.transport import (
+    MAX_RESPONSE_BODY_BYTES,
+    BlockedResolution,
+    GuardedResolver,
+    Reply,
+    create_client,
+    send,
+)
+
+BODY = b'{"event_type": "ping", "content": {}}'
+HEADERS = {"content-type": "application/json", "webhook-id": "msg_1"}
+TIMEOUT_S = 5.0
+SHORT_TIMEOUT_S = 0.5
+MARGIN_S = 1.0
+REBIND_HOST = "rebind.example"
+
+
+# -- receivers -------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    port: int
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    def url(self, path: str = "/ok", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def paths(self) -> list[str]:
+        return [path for path, _, _ in self.requests]
+
+
+def _receiver_app(receiver: Receiver) -> web.Application:
+    async def record(request: web.Request) -> None:
+        receiver.requests.append((request.path, dict(request.headers), await request.read()))
+
+    async def ok(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(text="hello", headers={"set-cookie": "session=secret; Path=/"})
+
+    async def redirect(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(status=302, headers={"location": "/ok"})
+
+    async def unavailable(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(status=503, text="later", headers={"retry-after": "120"})
+
+    async def utf8(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body="é".encode() * MAX_RESPONSE_BODY_BYTES)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        return await _stream_forever(request, b"x" * 4096, pause_s=0)
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        return await _stream_forever(request, b"x", pause_s=0.05)
+
+    async def slow(request: web.Request) -> web.Response:
+        await record(request)
+        await asyncio.sleep(SHORT_TIMEOUT_S * 10)
+        return web.Response(text="too late")
+
+    async def _stream_forever(
+        request: web.Request, chunk: bytes, *, pause_s: float
+    ) -> web.StreamResponse:
+        await record(request)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(chunk)
+                await asyncio.sleep(pause_s)
+        except ConnectionError:
+            return response  # the client hung up, as it should
+
+    app = web.Application()
+    for path, handler in [
+        ("/ok", ok),
+        ("/redirect", redirect),
+        ("/unavailable", unavailable),
+        ("/utf8", utf8),
+        ("/endless", endless),
+        ("/trickle", trickle),
+        ("/slow", slow),
+    ]:
+        app.router.add_post(path, handler)
+    return app
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1, in the test's event loop."""
+    receiver = Receiver(port=free_port())
+    # handler_cancellation: a client that gave up must not leave a handler running.
+    runner = web.AppRunner(_receiver_app(receiver), handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+    yield receiver
+    await runner.cleanup()
+
+
+@pytest.fixture
+def fresh(receiver: Receiver) -> Receiver:
+    receiver.requests.clear()
+    return receiver
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[int]]]:
+    """Starts TCP servers that misbehave below HTTP; returns their port."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: RawHandler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+# -- clients ---------------------------------------------------------------------------
+
+NewClient = Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture
+async def new_client() -> AsyncIterator[NewClient]:
+    """Makes clients like the worker's and closes them all afterwards."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(
+        *, allow_private_targets: bool = True, timeout_s: float = TIMEOUT_S
+    ) -> httpx.AsyncClient:
+        client = create_client(timeout_s=timeout_s, allow_private_targets=allow_private_targets)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    timeout_s: float = TIMEOUT_S,
+    allow_private_targets: bool = True,
+) -> Reply:
+    return await send(
+        client,
+        url,
+        body=BODY,
+        headers=HEADERS,
+        timeout_s=timeout_s,
+        allow_private_targets=allow_private_targets,
+    )
+
+
+# -- replies ---------------------------------------------------------------------------
+
+
+async def test_a_2xx_reply(fresh: Receiver, new_client: NewClient) -> None:
+    reply = await _send(new_client(), fresh.url("/ok"))
+
+    assert reply.status_code == 200
+    assert reply.body == "hello"
+    assert reply.retry_after is None
+    assert 0 <= reply.duration_ms < TIMEOUT_S * 1000
+    [(path, headers, body)] = fresh.requests
+    assert (path, body) == ("/ok", BODY)
+    assert headers["webhook-id"] == "msg_1"
+    assert headers["Content-Type"] == "application/json"
+
+
+async def test_the_pool_keeps_working_across_requests(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    client = new_client()
+    replies = await asyncio.gather(*(_send(client, fresh.url("/ok")) for _ in range(20)))
+
+    assert {reply.status_code for reply in replies} == {200}
+    assert len(fresh.requests) == 20
+
+
+async def test_cookies_are_not_kept_between_requests(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    client = new_client()
+    await _send(client, fresh.url("/ok"))
+    await _send(client, fresh.url("/ok"))
+
+    assert all("Cookie" not in headers for _, headers, _ in fresh.requests)
+
+
+async def test_a_redirect_is_returned_not_followed(fresh: Receiver, new_client: NewClient) -> None:
+    reply = await _send(new_client(), fresh.url("/redirect"))
+
+    assert reply.status_code == 302
+    assert fresh.paths() == ["/redirect"]
+
+
+async def test_a_503_carries_retry_after(fresh: Receiver, new_client: NewClient) -> None:
+    reply = await _send(new_client(), fresh.url("/unavailable"))
+
+    assert (reply.status_code, reply.body, reply.retry_after) == (503, "later", "120")
+
+
+async def test_the_body_is_cut_at_16_kib_even_mid_character(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    reply = await _send(new_client(), fresh.url("/utf8"))
+
+    # 16 KiB of two-byte characters: 8192 of them, the cut falls between two of them.
+    assert reply.body == "é" * (MAX_RESPONSE_BODY_BYTES // 2)
+
+
+async def test_an_endless_body_is_read_only_up_to_16_kib(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    started = time.perf_counter()
+    reply = await _send(new_client(), fresh.url("/endless"))
+
+    assert time.perf_counter() - started < TIMEOUT_S
+    assert reply.status_code == 200
+    assert reply.body == "x" * MAX_RESPONSE_BODY_BYTES
+
+
+async def test_a_trickling_body_cannot_outlast_the_timeout(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    # Each byte arrives well within the read timeout; only the whole-request limit ends it.
+    client = new_client(timeout_s=SHORT_TIMEOUT_S)
+    started = time.perf_counter()
+    with pytest.raises(RequestTimeout):
+        await _send(client, fresh.url("/trickle"), timeout_s=SHORT_TIMEOUT_S)
+
+    assert time.perf_counter() - started < SHORT_TIMEOUT_S + MARGIN_S
+
+
+async def test_a_slow_receiver_times_out(fresh: Receiver, new_client: NewClient) -> None:
+    client = new_client(timeout_s=SHORT_TIMEOUT_S)
+    started = time.perf_counter()
+    with pytest.raises(RequestTimeout) as caught:
+        await _send(client, fresh.url("/slow"), timeout_s=SHORT_TIMEOUT_S)
+
+    assert time.perf_counter() - started < SHORT_TIMEOUT_S + MARGIN_S
+    assert caught.value.code == "timeout"
+
+
+async def test_the_whole_request_timeout_holds_even_if_the_client_allows_more(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    started = time.perf_counter()
+    with pytest.raises(RequestTimeout):
+        await _send(new_client(timeout_s=60), fresh.url("/slow"), timeout_s=SHORT_TIMEOUT_S)
+
+    assert time.perf_counter() - started < SHORT_TIMEOUT_S + MARGIN_S
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+async def test_a_refused_connection_is_a_connect_error(new_client: NewClient) -> None:
+    # httpx_aiohttp reports this as httpx.ConnectTimeout: it must not become a timeout.
+    with pytest.raises(ConnectFailed) as caught:
+        await _send(new_client(), f"http://127.0.0.1:{free_port()}/")
+
+    assert caught.value.code == "connect_error"
+
+
+async def test_a_name_that_does_not_resolve_is_a_connect_error(
+    new_client: NewClient, unresolvable: None
+) -> None:
+    with pytest.raises(ConnectFailed):
+        await _send(new_client(), "http://nowhere.invalid/")
+
+
+async def test_a_receiver_that_hangs_up_is_a_network_error(
+    new_client: NewClient, raw_server: Callable[[RawHandler], Awaitable[int]]
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    port = await raw_server(hang_up)
+    with pytest.raises(TransportFailed) as caught:
+        await _send(new_client(), f"http://127.0.0.1:{port}/")
+
+    assert caught.value.code == "network_error"
+
+
+async def test_a_reply_that_is_not_http_is_a_network_error(
+    new_client: NewClient, raw_server: Callable[[RawHandler], Awaitable[int]]
+) -> None:
+    async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SMTP READY\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    port = await raw_server(babble)
+    with pytest.raises(TransportFailed):
+        await _send(new_client(), f"http://127.0.0.1:{port}/")
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/", "http://[::1/", "http://:80/"])
+async def test_an_unusable_url_is_a_network_error(new_client: NewClient, url: str) -> None:
+    with pytest.raises(TransportFailed):
+        await _send(new_client(), url)
+
+
+# -- the guard -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "2130706433",
+        "0x7f000001",
+        "0177.1",
+        "017700000001",
+        "127.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "localhost",
+        "LOCALHOST.",
+        "api.localhost",
+    ],
+)
+async def test_private_literal_hosts_are_blocked_before_sending(
+    fresh: Receiver, new_client: NewClient, host: str
+) -> None:
+    client = new_client(allow_private_targets=False)
+    with pytest.raises(TargetBlocked) as caught:
+        await _send(client, fresh.url("/ok", host=host), allow_private_targets=False)
+
+    assert caught.value.code == "blocked_target"
+    assert fresh.requests == []
+
+
+async def test_a_name_resolving_to_a_private_address_is_blocked_at_connect(
+    fresh: Receiver, new_client: NewClient, rebind: None
+) -> None:
+    # Given a name that looks public but now resolves to 127.0.0.1 (DNS rebinding)
+    client = new_client(allow_private_targets=False)
+
+    # When the worker sends to it, the resolver's refusal surfaces as TargetBlocked,
+    # not as the connect error aiohttp and httpx wrap it in.
+    with pytest.raises(TargetBlocked):
+        await _send(client, fresh.url("/ok", host=REBIND_HOST), allow_private_targets=False)
+
+    # Then the receiver behind the private address heard nothing.
+    assert fresh.requests == []
+
+
+async def test_private_targets_are_reached_when_allowed(
+    fresh: Receiver, new_client: NewClient, rebind: None
+) -> None:
+    client = new_client(allow_private_targets=True)
+    by_address = await _send(client, fresh.url("/ok"))
+    by_name = await _send(client, fresh.url("/ok", host=REBIND_HOST))
+
+    assert (by_address.status_code, by_name.status_code) == (200, 200)
+    assert fresh.paths() == ["/ok", "/ok"]
+
+
+@pytest.fixture
+def rebind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rebind.example` resolves to 127.0.0.1, as a rebinding attacker's name would."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == REBIND_HOST else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def unresolvable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nowhere.invalid` does not resolve, without asking a DNS server."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "nowhere.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+class FakeResolver(AbstractResolver):
+    """Answers from a table; records what it was asked."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        self.closed = False
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [_result(host, address, port) for address in self.answers[host]]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _result(hostname: str, address: str, port: int) -> ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return ResolveResult(
+        hostname=hostname, host=address, port=port, family=family, proto=0, flags=0
+    )
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["127.0.0.1"],
+        ["10.0.0.7"],
+        ["169.254.169.254"],
+        ["::1"],
+        ["fd00::1"],
+        ["::ffff:192.168.1.1"],
+        ["93.184.216.34", "127.0.0.1"],  # one bad address spoils the answer
+    ],
+)
+async def test_the_resolver_refuses_any_blocked_address(addresses: list[str]) -> None:
+    resolver = GuardedResolver(FakeResolver({REBIND_HOST: addresses}))
+
+    with pytest.raises(BlockedResolution):
+        await resolver.resolve(REBIND_HOST, 443)
+
+
+async def test_the_resolver_passes_public_addresses() -> None:
+    answers = ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
+    resolver = GuardedResolver(FakeResolver({"example.com": answers}))
+
+    results = await resolver.resolve("example.com", 443)
+
+    assert [result["host"] for result in results] == answers
+
+
+@pytest.mark.parametrize("host", ["localhost", "db.localhost"])
+async def test_the_resolver_refuses_local_names_without_asking(host: str) -> None:
+    inner = FakeResolver({})
+    resolver = GuardedResolver(inner)
+
+    with pytest.raises(BlockedResolution):
+        await resolver.resolve(host, 80)
+    assert inner.asked == []
+
+
+async def test_the_resolver_closes_its_inner_resolver() -> None:
+    inner = FakeResolver({})
+    await GuardedResolver(inner).close()
+
+    assert inner.closed
+
+
+def test_blocked_resolution_is_an_os_error_for_aiohttp() -> None:
+    # aiohttp wraps only OSErrors from a resolver as a connection error.
+    assert issubclass(BlockedResolution, OSError)
+    assert not issubclass(aiohttp.ClientError, BlockedResolution)
