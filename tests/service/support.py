@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount, Route
 
 from core.database import Database, record_dict
 from core.tables import clients, deliveries, webhook_configs
@@ -74,3 +78,28 @@ async def config_row(db: Database, config_id: str) -> dict[str, Any]:
     row = await db.fetch_one(sa.select(webhook_configs).where(webhook_configs.c.id == config_id))
     assert row is not None, config_id
     return record_dict(row)
+
+
+def walk_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, Route]]:
+    """Every endpoint route of an app as (full path format, route), mounts flattened."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from walk_routes(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            yield prefix + route.path_format, route
+
+
+def api_operations(app: Starlette) -> list[tuple[str, str]]:
+    """(method, path format) of every route under /api/v2 except the OpenAPI document."""
+    return sorted(
+        (method, path)
+        for path, route in walk_routes(app.routes)
+        if path.startswith("/api/v2/") and path != "/api/v2/openapi.json"
+        for method in route.methods or ()
+        if method != "HEAD"
+    )
+
+
+def fill_path(path: str, value: str) -> str:
+    """`path` with every `{parameter}` replaced by `value`."""
+    return re.sub(r"\{[^}]+\}", value, path)
