@@ -1,0 +1,168 @@
+"""Helpers shared by the outbox, worker and delivery-audit tests: rows made directly
+through the code under test (clients, configurations, events, deliveries), readers for
+what the tests assert on, isolated databases, and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from core import configs
+from core.clients import create_client
+from core.clock import utcnow
+from core.database import Database, open_database, record_dict
+from core.events import event_body
+from core.migrate import upgrade
+from core.tables import attempts, deliveries, outbox, surveys
+from outbox.fanout import delivery_row, insert_deliveries
+from outbox.writer import add_event
+from tests.servers import postgres_database
+
+RECEIVER_URL = "https://receiver.example/hooks"
+TOKEN = "receiver-token-0123456789"
+ALL_EVENTS = ("survey_created", "survey_finished")
+
+
+@contextmanager
+def isolated_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the same backend as `database_url`, for a test that
+    asserts on every row of a table (the sweep, the poller, the concurrent fan-out)."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'isolated.db'}"
+        upgrade(url)
+        yield url
+        return
+    with postgres_database() as url:
+        upgrade(url)
+        yield url
+
+
+async def new_client_id(db: Database) -> str:
+    return str((await create_client(db, "outbox test client"))["id"])
+
+
+async def new_config(
+    db: Database,
+    client_id: str,
+    *,
+    events: Sequence[str] = ALL_EVENTS,
+    url: str = RECEIVER_URL,
+    enabled: bool = True,
+) -> dict[str, Any]:
+    config = await configs.create_config(
+        db, client_id, url=url, subscribed_events=events, authorization_token=TOKEN
+    )
+    if not enabled:
+        updated = await configs.update_config(
+            db, client_id, config["id"], {"enabled": False, "disabled_reason": "failing"}
+        )
+        assert updated is not None
+        config = updated
+    return config
+
+
+async def add_events(db: Database, client_id: str, event_type: str, count: int) -> list[str]:
+    """`count` events of one type, each committed on its own; returns their ids."""
+    event_ids = []
+    for number in range(count):
+        async with db.transaction():
+            event_ids.append(
+                await add_event(
+                    db, client_id=client_id, event_type=event_type, content={"n": number}
+                )
+            )
+    return event_ids
+
+
+async def new_delivery(
+    db: Database,
+    config: dict[str, Any],
+    *,
+    status: str = "pending",
+    created_at: datetime | None = None,
+    event_type: str = "survey_created",
+    **columns: Any,
+) -> str:
+    """A delivery of a new event to `config`, as the fan-out makes it, then `columns`
+    (and `status`) written over it."""
+    now = created_at or utcnow()
+    row = delivery_row(
+        config_id=config["id"],
+        client_id=config["client_id"],
+        event_id=str(uuid.uuid4()),
+        event_type=event_type,
+        body=event_body(event_type, {}),
+        enabled=True,
+        now=now,
+    )
+    [delivery_id] = await insert_deliveries(db, [row])
+    changes = {"status": status, **columns}
+    if status != "pending" and "next_attempt_at" not in columns:
+        changes["next_attempt_at"] = None
+    await db.execute(deliveries.update().where(deliveries.c.id == delivery_id).values(**changes))
+    return delivery_id
+
+
+async def delivery(db: Database, delivery_id: str) -> dict[str, Any]:
+    row = await db.fetch_one(sa.select(deliveries).where(deliveries.c.id == delivery_id))
+    assert row is not None, delivery_id
+    return record_dict(row)
+
+
+async def deliveries_of(db: Database, **where: Any) -> list[dict[str, Any]]:
+    conditions = [deliveries.c[name] == value for name, value in where.items()]
+    rows = await db.fetch_all(
+        sa.select(deliveries).where(*conditions).order_by(deliveries.c.created_at)
+    )
+    return [record_dict(row) for row in rows]
+
+
+async def attempts_of(db: Database, delivery_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch_all(
+        sa.select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.number)
+    )
+    return [record_dict(row) for row in rows]
+
+
+async def outbox_rows(db: Database, client_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch_all(
+        sa.select(outbox).where(outbox.c.client_id == client_id).order_by(outbox.c.seq)
+    )
+    return [record_dict(row) for row in rows]
+
+
+async def survey_rows(db: Database, client_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch_all(sa.select(surveys).where(surveys.c.client_id == client_id))
+    return [record_dict(row) for row in rows]
+
+
+async def make_due(db: Database, delivery_id: str) -> None:
+    """Bring the next attempt forward to now, as if the back-off had elapsed."""
+    await db.execute(
+        deliveries.update().where(deliveries.c.id == delivery_id).values(next_attempt_at=utcnow())
+    )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float = 10.0, every_s: float = 0.02
+) -> None:
+    """Wait until `check()` is true; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(every_s)
+
+
+async def connected(url: str, *, pool_size: int = 5) -> Database:
+    database = open_database(url, pool_size=pool_size)
+    await database.connect()
+    return database
