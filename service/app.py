@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 
 from core.database import Database, open_database
 from core.settings import Settings, get_settings
@@ -19,8 +19,11 @@ from service.auth import BearerAuth
 from service.errors import EXCEPTION_HANDLERS
 from service.openapi import openapi_document
 from service.routes import configs, deliveries, event_types, health, surveys
+from service.routing import ApiRoute, Operation
+from service.schemas import OpenApiDocument
 
 API_PREFIX = "/api/v2"
+OPENAPI_PATH = "/openapi.json"
 BrokerCheck = Callable[[], Awaitable[str]]
 Companion = Callable[[Starlette], AbstractAsyncContextManager[None]]
 Enqueue = Callable[[list[str]], Awaitable[None]]
@@ -52,13 +55,28 @@ def create_app(
     db = database or open_database(settings.database_url)
     if wakeup is None:
         wakeup = RedisWakeup(settings.redis_url) if settings.redis_url else LocalWakeup()
-    api = Mount(API_PREFIX, routes=_api_routes(), middleware=[Middleware(BearerAuth)])
     document: dict[str, Any] = {}
 
     async def openapi(request: Request) -> JSONResponse:
         if not document:
             document.update(openapi_document([api, *health.routes]))
         return JSONResponse(document)
+
+    api = Mount(
+        API_PREFIX,
+        routes=[
+            ApiRoute(
+                OPENAPI_PATH,
+                openapi,
+                method="GET",
+                operation=Operation(
+                    "This OpenAPI document", "operations", {200: OpenApiDocument}, auth=False
+                ),
+            ),
+            *_api_routes(),
+        ],
+        middleware=[Middleware(BearerAuth, public_paths=frozenset({API_PREFIX + OPENAPI_PATH}))],
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,7 +91,7 @@ def create_app(
             await db.disconnect()
 
     app = Starlette(
-        routes=[Route(f"{API_PREFIX}/openapi.json", openapi), *health.routes, api],
+        routes=[*health.routes, api],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

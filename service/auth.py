@@ -26,11 +26,16 @@ def _bearer_token(header: str | None) -> str | None:
 
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp) -> None:
+    """Authenticates every request except those to `public_paths` (full paths)."""
+
+    def __init__(
+        self, app: ASGIApp, *, public_paths: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         self.app = app
+        self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
         request = Request(scope)

@@ -13,12 +13,15 @@ ApiError                      the root: any error that becomes an HTTP response
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 logger = logging.getLogger("webhooks.service")
 
@@ -116,14 +119,34 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method some route accepts at this path (Starlette's own `Allow` names only
+    the first route that matched the path, and ours are one route per method)."""
+    allowed: set[str] = set()
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if match == Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            allowed |= _allowed_methods(route.routes, {**scope, **child_scope})
+        elif isinstance(route, Route) and route.methods:
+            allowed |= route.methods
+    return allowed
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "error")
     message = {404: "no such resource", 405: "method not allowed"}.get(
         exc.status_code, str(exc.detail)
     )
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, code, message, headers=headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # The router has rewritten the request's scope for the mount: match afresh.
+        scope = {"type": "http", "path": request.url.path, "root_path": "", "method": "GET"}
+        allowed = _allowed_methods(request.app.routes, scope)
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return error_response(exc.status_code, code, message, headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -30,7 +30,7 @@ def _walk(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, 
         if isinstance(route, Mount):
             yield from _walk(route.routes, prefix + route.path)
         elif isinstance(route, ApiRoute):
-            yield prefix + route.path, route
+            yield prefix + route.path_format, route
 
 
 def _models(routes: list[tuple[str, ApiRoute]]) -> list[type[BaseModel]]:

@@ -7,7 +7,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route
+
+
+class IdConvertor(Convertor[str]):
+    """`{name:id}`: a UUID as this service writes them. Anything else cannot name a
+    resource, so the router answers 404 before a query is made."""
+
+    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+    def convert(self, value: str) -> str:
+        return value.lower()
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", IdConvertor())
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,10 @@ class EventTypeList(RootModel[list[EventTypeInfo]]):
     pass
 
 
+class OpenApiDocument(RootModel[dict[str, Any]]):
+    """An OpenAPI 3.1 document."""
+
+
 class ErrorDetail(BaseModel):
     field: str
     message: str
@@ -138,7 +142,7 @@ def config_view(
 
 
 class SurveyCreate(Strict):
-    patient_id: str = Field(min_length=1, max_length=200)
+    patient_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
     answers: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -108,7 +108,7 @@ async def rotate_secret(request: Request) -> JSONResponse:
     return JSONResponse({"signing_secret": secret})
 
 
-_ONE = "/config/webhook/{config_id}"
+_ONE = "/config/webhook/{config_id:id}"
 
 routes = [
     ApiRoute(

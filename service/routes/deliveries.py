@@ -26,7 +26,7 @@ from service.schemas import (
 )
 
 TAG = "deliveries"
-_BASE = "/config/webhook/{config_id}"
+_BASE = "/config/webhook/{config_id:id}"
 
 
 async def _config(request: Request) -> dict[str, Any]:
@@ -120,7 +120,7 @@ routes = [
         ),
     ),
     ApiRoute(
-        _BASE + "/deliveries/{delivery_id}",
+        _BASE + "/deliveries/{delivery_id:id}",
         get_delivery,
         method="GET",
         operation=Operation(
@@ -128,7 +128,7 @@ routes = [
         ),
     ),
     ApiRoute(
-        _BASE + "/deliveries/{delivery_id}/redeliver",
+        _BASE + "/deliveries/{delivery_id:id}/redeliver",
         redeliver,
         method="POST",
         operation=Operation("Send a delivery again", TAG, {202: Accepted}, errors=(404,)),

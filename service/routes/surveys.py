@@ -65,13 +65,13 @@ routes = [
         ),
     ),
     ApiRoute(
-        "/surveys/{survey_id}",
+        "/surveys/{survey_id:id}",
         get_survey,
         method="GET",
         operation=Operation("One survey", TAG, {200: Survey}, errors=(404,)),
     ),
     ApiRoute(
-        "/surveys/{survey_id}",
+        "/surveys/{survey_id:id}",
         update_survey,
         method="PATCH",
         operation=Operation(
