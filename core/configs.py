@@ -81,15 +81,33 @@ async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
 
 async def update_config(
     db: Database, client_id: str, config_id: str, changes: dict[str, Any]
-) -> dict[str, Any] | None:
-    """Apply `changes` (already validated); None if the configuration is not the client's."""
-    row = await db.fetch_one(
-        webhook_configs.update()
-        .where(_mine(client_id, config_id))
-        .values(**changes, updated_at=utcnow())
-        .returning(*webhook_configs.c)
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Apply `changes` (already validated). `enabled=True` also clears the health state and
+    makes the held deliveries due now. Returns the row (None if the configuration is not
+    the client's) and the ids of the deliveries released from `held`."""
+    if changes.get("enabled"):
+        changes = {**changes, "disabled_reason": None, "failing_since": None}
+    async with db.transaction():
+        row = await db.fetch_one(
+            webhook_configs.update()
+            .where(_mine(client_id, config_id))
+            .values(**changes, updated_at=utcnow())
+            .returning(*webhook_configs.c)
+        )
+        if row is None:
+            return None, []
+        released = await _release_held(db, config_id) if changes.get("enabled") else []
+    return record_dict(row), released
+
+
+async def _release_held(db: Database, config_id: str) -> list[str]:
+    rows = await db.fetch_all(
+        deliveries.update()
+        .where(deliveries.c.config_id == config_id, deliveries.c.status == "held")
+        .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
+        .returning(deliveries.c.id)
     )
-    return record_dict(row) if row is not None else None
+    return [str(row[0]) for row in rows]
 
 
 async def delete_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from workers import store
 from workers.backoff import next_delay_ms
 from workers.errors import DeliveryError, TargetBlocked
 from workers.signing import webhook_headers
-from workers.store import AttemptRecord, Claim, Status
+from workers.store import AttemptRecord, Claim, Health, Status
 from workers.transport import Reply, send
 
 logger = logging.getLogger("webhooks.worker")
@@ -93,6 +93,8 @@ class Deliverer:
             attempt,
             status=outcome.status or Status.PENDING,
             next_attempt_at=next_at,
+            health=_health(reply),
+            disable_after_s=self.settings.disable_after_s,
         )
         _log(claim, attempt, outcome)
         return outcome
@@ -100,6 +102,9 @@ class Deliverer:
     def _decide(self, claim: Claim, reply: Reply | None, error: DeliveryError | None) -> Outcome:
         if _ok(reply):
             return Outcome(Status.DELIVERED)
+        if _health(reply) == Health.GONE:
+            # The configuration is disabled: hold the delivery, re-enabling sends it.
+            return Outcome(Status.HELD)
         if isinstance(error, TargetBlocked) or claim.attempt >= self.settings.max_attempts:
             return Outcome(Status.FAILED, error=error)
         delay_ms = next_delay_ms(
@@ -111,6 +116,12 @@ class Deliverer:
             now=utcnow(),
         )
         return Outcome(Status.PENDING, retry_in_ms=delay_ms, error=error)
+
+
+def _health(reply: Reply | None) -> Health:
+    if _ok(reply):
+        return Health.OK
+    return Health.GONE if reply is not None and reply.status_code == 410 else Health.FAILING
 
 
 def _ok(reply: Reply | None) -> bool:

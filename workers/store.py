@@ -43,6 +43,15 @@ class Claim:
     secrets: list[str]
     enabled: bool
     deleted: bool
+    failing_since: datetime | None
+
+
+class Health(StrEnum):
+    """What an attempt says about the endpoint (SPEC 9)."""
+
+    OK = "ok"
+    FAILING = "failing"
+    GONE = "gone"
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ async def claim(db: Database, delivery_id: str, *, lease_s: float) -> Claim | No
         secrets=_secrets(config, now),
         enabled=config["enabled"],
         deleted=config["deleted_at"] is not None,
+        failing_since=config["failing_since"],
     )
 
 
@@ -120,8 +130,11 @@ async def record(
     *,
     status: Status,
     next_attempt_at: datetime | None,
+    health: Health,
+    disable_after_s: float,
 ) -> None:
-    """Store the attempt and the delivery's new state together, and release the lease."""
+    """Store the attempt, the delivery's new state and the endpoint's health together,
+    and release the lease."""
     finished_at = attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
     async with db.transaction():
         await db.execute(
@@ -147,4 +160,29 @@ async def record(
                 lease_expires_at=None,
                 delivered_at=finished_at if status == Status.DELIVERED else None,
             )
+        )
+        await _update_health(
+            db, claim, health, now=attempt.started_at, disable_after_s=disable_after_s
+        )
+
+
+async def _update_health(
+    db: Database, claim: Claim, health: Health, *, now: datetime, disable_after_s: float
+) -> None:
+    """`gone` disables at once; failing since longer than `disable_after_s` disables;
+    a success ends the failing streak. Costs no statement on the common path."""
+    changes: dict[str, Any] = {}
+    if health == Health.GONE:
+        changes = {"enabled": False, "disabled_reason": "gone"}
+    elif health == Health.OK:
+        changes = {} if claim.failing_since is None else {"failing_since": None}
+    elif claim.failing_since is None:
+        changes = {"failing_since": now}
+    elif now - claim.failing_since >= timedelta(seconds=disable_after_s):
+        changes = {"enabled": False, "disabled_reason": "failing"}
+    if changes:
+        await db.execute(
+            webhook_configs.update()
+            .where(webhook_configs.c.id == claim.config_id)
+            .values(**changes)
         )

@@ -77,11 +77,13 @@ async def update_config(request: Request) -> JSONResponse:
         )
     if body.url is not None:
         await _check_target(request, body.url)
-    row = await configs.update_config(
+    row, released = await configs.update_config(
         request.app.state.db, client_id(request), request.path_params["config_id"], changes
     )
     if row is None:
         raise NotFound("no such webhook configuration")
+    if released:
+        await request.app.state.enqueue(released)
     return JSONResponse(config_view(row, with_token=body.authorization_token is not None))
 
 
