@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
+        path = value.removeprefix("sqlite:///") if value.startswith("sqlite") else "-"
+        if not path or path.startswith(":memory:"):
+            # Every process and connection must see the same data: a file is required.
+            raise ValueError("sqlite:/// needs a file path, e.g. sqlite:///./webhooks.db")
         return value
 
     @model_validator(mode="after")
