@@ -19,6 +19,7 @@ DEFAULT_MAX_BACKOFF_MS = 10 * 60 * 60 * 1000
 DEFAULT_REQUEST_TIMEOUT_S = 15.0
 DEFAULT_DELIVERY_LEASE_S = 60.0
 DEFAULT_DISABLE_AFTER_S = 5 * 24 * 60 * 60
+DEFAULT_RETENTION_S = 90 * 24 * 60 * 60
 
 
 class SettingsError(Exception):
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
     disable_after_s: float = Field(
         DEFAULT_DISABLE_AFTER_S, gt=0, validation_alias="WEBHOOKS_DISABLE_AFTER_S"
     )
+    retention_s: float = Field(DEFAULT_RETENTION_S, ge=0, validation_alias="WEBHOOKS_RETENTION_S")
+    prune_interval_s: float = Field(3600, gt=0, validation_alias="WEBHOOKS_PRUNE_INTERVAL_S")
     poll_interval_s: float = Field(1.0, gt=0, validation_alias="WEBHOOKS_POLL_INTERVAL_S")
     worker_concurrency: int = Field(
         32, ge=1, le=1024, validation_alias="WEBHOOKS_WORKER_CONCURRENCY"

@@ -1,7 +1,8 @@
 """The poller: moves outbox events into deliveries and hands them to the queue.
 
 Each round: fan out batches until the outbox is empty, then (at most every
-`sweep_interval_s`) sweep stranded deliveries, then sleep until woken or until the
+`sweep_interval_s`) sweep stranded deliveries and (every `prune_interval_s`, when
+`retention_s` is set) prune what is older than the retention, then sleep until woken or until the
 poll interval passes. Enqueueing happens after the fan-out commits: if the process dies
 in between, the deliveries are in the database and the sweep sends them.
 """
@@ -12,9 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
+from core.clock import utcnow
 from core.database import Database
 from outbox.fanout import fan_out_batch
+from outbox.retention import Pruned, prune
 from outbox.sweep import sweep_stranded
 from outbox.wakeup import Wakeup
 
@@ -37,6 +41,8 @@ class Poller:
         sweep_grace_s: float,
         sweep_interval_s: float = 1.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        retention_s: float = 0,
+        prune_interval_s: float = 3600,
     ) -> None:
         self.db = db
         self.enqueue = enqueue
@@ -45,7 +51,10 @@ class Poller:
         self.sweep_grace_s = sweep_grace_s
         self.sweep_interval_s = sweep_interval_s
         self.batch_size = batch_size
+        self.retention_s = retention_s
+        self.prune_interval_s = prune_interval_s
         self._last_sweep = 0.0
+        self._last_prune = time.monotonic()
 
     async def dispatch(self) -> int:
         """Fan out and enqueue until the outbox is empty; returns the events handled."""
@@ -65,12 +74,26 @@ class Poller:
             await asyncio.to_thread(self.enqueue, stranded)
         return len(stranded)
 
+    async def prune(self) -> Pruned:
+        pruned = await prune(self.db, older_than=timedelta(seconds=self.retention_s), now=utcnow())
+        if pruned.deliveries or pruned.outbox:
+            logger.info(
+                "pruned %d deliveries, %d attempts, %d outbox rows",
+                pruned.deliveries,
+                pruned.attempts,
+                pruned.outbox,
+            )
+        return pruned
+
     async def run_once(self) -> None:
         await self.dispatch()
         now = time.monotonic()
         if now - self._last_sweep >= self.sweep_interval_s:
             self._last_sweep = now
             await self.sweep()
+        if self.retention_s and now - self._last_prune >= self.prune_interval_s:
+            self._last_prune = now
+            await self.prune()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set; an error is logged and retried after a pause."""

@@ -161,6 +161,33 @@ def client_revoke(client_id: str) -> None:
     _print_json({"id": client_id, "revoked": True})
 
 
+@main.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="Age, e.g. 30d, 12h, 15m or seconds: final deliveries and dispatched events older go.",
+)
+def prune(older_than: str) -> None:
+    """Remove delivered and failed deliveries, their attempts and dispatched outbox rows
+    older than a duration, in small batches."""
+    from datetime import timedelta
+
+    from core.clock import utcnow
+    from outbox.retention import parse_duration_s
+    from outbox.retention import prune as prune_older
+
+    try:
+        age = timedelta(seconds=parse_duration_s(older_than))
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = _migrated_settings()
+    pruned = _run_with_db(settings, lambda db: prune_older(db, older_than=age, now=utcnow()))
+    _print_json(
+        {"deliveries": pruned.deliveries, "attempts": pruned.attempts, "outbox": pruned.outbox}
+    )
+
+
 @main.group()
 def deliveries() -> None:
     """Audit deliveries (operators: any client's)."""

@@ -32,6 +32,8 @@ def _poller(settings: Settings, db: Database, broker: dramatiq.Broker, wakeup: W
         wakeup,
         poll_interval_s=settings.poll_interval_s,
         sweep_grace_s=settings.delivery_lease_s,
+        retention_s=settings.retention_s,
+        prune_interval_s=settings.prune_interval_s,
     )
 
 

@@ -1,0 +1,85 @@
+"""Retention: removing final deliveries, their attempts and dispatched outbox rows that
+are older than a cutoff, in small batches so that no table is locked for long."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from core.database import Database
+from core.tables import attempts, deliveries, outbox
+
+PRUNE_BATCH = 1000
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+
+
+def parse_duration_s(text: str) -> int:
+    """`90d`, `12h`, `30m`, `45s`, `2w` or plain seconds; ValueError otherwise."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 15m, 3600)")
+    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    deliveries: int = 0
+    attempts: int = 0
+    outbox: int = 0
+
+
+async def _prune_deliveries_batch(db: Database, cutoff: datetime) -> tuple[int, int]:
+    last_activity = sa.func.coalesce(
+        deliveries.c.delivered_at, deliveries.c.last_attempt_at, deliveries.c.created_at
+    )
+    async with db.transaction():
+        ids = [
+            str(row[0])
+            for row in await db.fetch_all(
+                sa.select(deliveries.c.id)
+                .where(deliveries.c.status.in_(("delivered", "failed")), last_activity < cutoff)
+                .limit(PRUNE_BATCH)
+            )
+        ]
+        if not ids:
+            return 0, 0
+        removed_attempts = await db.fetch_all(
+            attempts.delete().where(attempts.c.delivery_id.in_(ids)).returning(attempts.c.id)
+        )
+        await db.execute(deliveries.delete().where(deliveries.c.id.in_(ids)))
+    return len(ids), len(removed_attempts)
+
+
+async def _prune_outbox_batch(db: Database, cutoff: datetime) -> int:
+    async with db.transaction():
+        old = (
+            sa.select(outbox.c.seq)
+            .where(outbox.c.dispatched_at.is_not(None), outbox.c.created_at < cutoff)
+            .limit(PRUNE_BATCH)
+        )
+        rows = await db.fetch_all(
+            outbox.delete().where(outbox.c.seq.in_(old)).returning(outbox.c.seq)
+        )
+    return len(rows)
+
+
+async def prune(db: Database, *, older_than: timedelta, now: datetime) -> Pruned:
+    """Remove delivered and failed deliveries (with their attempts) whose last activity,
+    and dispatched outbox rows whose creation, is older than `now - older_than`."""
+    cutoff = now - older_than
+    total_deliveries = total_attempts = total_outbox = 0
+    while True:
+        removed, removed_attempts = await _prune_deliveries_batch(db, cutoff)
+        total_deliveries += removed
+        total_attempts += removed_attempts
+        if removed < PRUNE_BATCH:
+            break
+    while (removed := await _prune_outbox_batch(db, cutoff)) > 0:
+        total_outbox += removed
+        if removed < PRUNE_BATCH:
+            break
+    return Pruned(total_deliveries, total_attempts, total_outbox)
