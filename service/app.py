@@ -18,7 +18,7 @@ from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
 from service.auth import BearerAuth
 from service.errors import EXCEPTION_HANDLERS
 from service.openapi import openapi_document
-from service.routes import configs, deliveries, event_types, health, surveys
+from service.routes import configs, deliveries, event_types, health, metrics, surveys
 from service.routing import ApiRoute, Operation
 from service.schemas import OpenApiDocument
 
@@ -59,7 +59,7 @@ def create_app(
 
     async def openapi(request: Request) -> JSONResponse:
         if not document:
-            document.update(openapi_document([api, *health.routes]))
+            document.update(openapi_document([api, *health.routes, *metrics.routes]))
         return JSONResponse(document)
 
     api = Mount(
@@ -91,7 +91,7 @@ def create_app(
             await db.disconnect()
 
     app = Starlette(
-        routes=[*health.routes, api],
+        routes=[*health.routes, *metrics.routes, api],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

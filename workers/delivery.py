@@ -16,6 +16,7 @@ import httpx
 
 from core.clock import utcnow
 from core.database import Database
+from core.metrics import ATTEMPT_DURATION, DELIVERIES
 from core.settings import Settings
 from workers import store
 from workers.backoff import next_delay_ms
@@ -97,6 +98,8 @@ class Deliverer:
             disable_after_s=self.settings.disable_after_s,
         )
         _log(claim, attempt, outcome)
+        ATTEMPT_DURATION.observe(duration_ms / 1000)
+        DELIVERIES.labels(outcome=_metric_outcome(outcome)).inc()
         return outcome
 
     def _decide(self, claim: Claim, reply: Reply | None, error: DeliveryError | None) -> Outcome:
@@ -116,6 +119,10 @@ class Deliverer:
             now=utcnow(),
         )
         return Outcome(Status.PENDING, retry_in_ms=delay_ms, error=error)
+
+
+def _metric_outcome(outcome: Outcome) -> str:
+    return "retry" if outcome.status in (None, Status.PENDING) else str(outcome.status)
 
 
 def _health(reply: Reply | None) -> Health:

@@ -1,0 +1,79 @@
+"""Prometheus metrics (SPEC 10). Counters and histograms live in the process that does the
+work (the worker); `/metrics` on `web` serves them for its own process, for every process
+of the host when `PROMETHEUS_MULTIPROC_DIR` is set (prometheus-client's multiprocess
+mode), and adds gauges read from the database at scrape time."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import generate_latest
+
+from core.database import Database
+from core.tables import deliveries, outbox
+
+DELIVERIES = Counter(
+    "webhooks_deliveries",
+    "Delivery attempts by outcome: delivered, retry (failed, will be retried), failed "
+    "(no attempts left or target blocked), held (endpoint gone).",
+    ["outcome"],
+)
+OUTCOMES = ("delivered", "retry", "failed", "held")
+for _outcome in OUTCOMES:  # a series for every outcome from the first scrape on
+    DELIVERIES.labels(outcome=_outcome)
+
+ATTEMPT_DURATION = Histogram(
+    "webhooks_attempt_duration_seconds",
+    "Duration of one delivery attempt, from connect to the end of the response.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def _process_registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+async def _database_gauges(db: Database, now: datetime) -> bytes:
+    outbox_pending = await db.fetch_val(
+        sa.select(sa.func.count()).select_from(outbox).where(outbox.c.dispatched_at.is_(None))
+    )
+    oldest: datetime | None = await db.fetch_val(
+        sa.select(sa.func.min(outbox.c.created_at)).where(outbox.c.dispatched_at.is_(None))
+    )
+    deliveries_pending = await db.fetch_val(
+        sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
+    )
+    registry = CollectorRegistry()
+    values = {
+        "webhooks_outbox_pending": ("Events in the outbox not yet fanned out.", outbox_pending),
+        "webhooks_deliveries_pending": ("Deliveries waiting for an attempt.", deliveries_pending),
+        "webhooks_outbox_lag_seconds": (
+            "Age of the oldest event not yet fanned out (0 when none).",
+            _age_s(oldest, now),
+        ),
+    }
+    for name, (documentation, value) in values.items():
+        Gauge(name, documentation, registry=registry).set(float(value or 0))
+    return generate_latest(registry)
+
+
+def _age_s(moment: datetime | str | None, now: datetime) -> float:
+    if moment is None:
+        return 0.0
+    if isinstance(moment, str):  # SQLite's MIN() returns the stored text
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - moment).total_seconds())
+
+
+async def exposition(db: Database, now: datetime) -> bytes:
+    """The Prometheus text for `/metrics`."""
+    return generate_latest(_process_registry()) + await _database_gauges(db, now)
