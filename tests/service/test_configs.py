@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -11,12 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 
 from core.clients import create_client
 from core.clock import utcnow
 from core.database import open_database
+from core.tables import webhook_configs
 from service.app import create_app
 from tests.conftest import NewClient, make_settings
 from tests.service.support import (
@@ -498,3 +503,104 @@ async def test_unknown_id_answers_404_on_every_operation(
         await api.post(f"{one}/secret/rotate", headers=auth),
     ):
         assert_error(response, 404)
+
+
+FAKE_DNS = {
+    "intranet.example": ["10.1.2.3"],
+    "metadata.example": ["169.254.169.254"],
+    "loopback6.example": ["::1"],
+    "mixed.example": ["93.184.216.34", "127.0.0.1"],
+    "public.example": ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"],
+}
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names in FAKE_DNS resolve to their addresses; every other name resolves as usual."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in FAKE_DNS:
+            return real(host, port, *args, **kwargs)
+        return [
+            (
+                socket.AF_INET6 if ":" in address else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (address, 0, 0, 0) if ":" in address else (address, 0),
+            )
+            for address in FAKE_DNS[host]
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.usefixtures("fake_dns")
+@pytest.mark.parametrize(
+    "host", ["intranet.example", "metadata.example", "loopback6.example", "mixed.example"]
+)
+async def test_a_name_that_resolves_to_a_private_address_is_refused(
+    guarded: tuple[httpx.AsyncClient, dict[str, str]], host: str
+) -> None:
+    api, auth = guarded
+    url = f"https://{host}/hook"
+    assert error_fields(await api.post(CONFIGS, json=config_body(url=url), headers=auth)) == ["url"]
+    created = await create_config(api, auth, url="https://public.example/hook")
+    response = await api.patch(f"{CONFIGS}/{created['id']}", json={"url": url}, headers=auth)
+    assert error_fields(response) == ["url"]
+
+
+# --- concurrent rotations ---------------------------------------------------------------
+
+
+async def _wait_for_lock_waiters(database_url: str, count: int) -> None:
+    """Until `count` sessions wait for a row lock (PostgreSQL); SQLite writers wait in
+    `BEGIN IMMEDIATE`, which is not observable, so give them a moment instead."""
+    if not database_url.startswith("postgresql"):
+        await asyncio.sleep(0.2)
+        return
+    db = open_database(database_url)
+    await db.connect()
+    try:
+        deadline = time.monotonic() + 5
+        query = sa.text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        while await db.fetch_val(query) < count:
+            assert time.monotonic() < deadline, "the rotations never waited for the lock"
+            await asyncio.sleep(0.01)
+    finally:
+        await db.disconnect()
+
+
+async def test_concurrent_rotations_lose_no_secret(
+    database_url: str, app: Starlette, api: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    """Two rotations that overlap must chain: the later one's previous secret is the
+    earlier one's new secret, never the secret both of them first read."""
+    created = await create_config(api, auth)
+    rotate = f"{CONFIGS}/{created['id']}/secret/rotate"
+    holder = open_database(database_url)
+    await holder.connect()
+    try:
+        # Given the row is locked by another writer while both rotations start,
+        async with holder.transaction():
+            await holder.execute(
+                webhook_configs.update()
+                .where(webhook_configs.c.id == created["id"])
+                .values(updated_at=utcnow())
+            )
+            rotations = [asyncio.create_task(api.post(rotate, headers=auth)) for _ in range(2)]
+            await _wait_for_lock_waiters(database_url, 2)
+        # when the lock is released and both complete,
+        answers = await asyncio.gather(*rotations)
+    finally:
+        await holder.disconnect()
+
+    # then each returned secret is the current or the previous one: none was lost.
+    returned = {answer.json()["signing_secret"] for answer in answers}
+    assert len(returned) == 2
+    row = await config_row(app.state.db, created["id"])
+    assert {row["signing_secret"], row["previous_signing_secret"]} == returned
