@@ -1,0 +1,192 @@
+"""The figures of one run: a table for people, one JSON object for machines."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench.baseline import Driven
+from bench.pipeline import EndpointRates, Run
+from bench.stats import Percentiles
+
+if TYPE_CHECKING:
+    from bench.run import Options
+
+LATENCY_BASIS = (
+    "from the API's created_at (taken just before the commit) to the receiver's receipt, "
+    "creating surveys at half the saturated rate"
+)
+
+# The targets of issue 5: (name, JSON key, threshold, higher is better).
+TARGETS = [
+    ("deliveries >= 50% of baseline", "ratio", 0.5, True),
+    ("p99 < 250 ms at half rate", "latency_p99", 250.0, False),
+    ("idle p50 < 50 ms", "idle_p50", 50.0, False),
+    ("completion >= 70% of GET config", "completion_ratio", 0.7, True),
+]
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass
+class Report:
+    options: Options
+    database: str = "sqlite"
+    elapsed_s: float = 0.0
+    baseline_concurrency: int = 0
+    baseline: Driven | None = None
+    baseline_httpx: Driven | None = None
+    saturated: Run | None = None
+    paced: Run | None = None
+    idle: Run | None = None
+    endpoints: EndpointRates | None = None
+    worker_rss_before_mb: list[float | None] = field(default_factory=list)
+    worker_rss_after_mb: list[float | None] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, options: Options) -> Report:
+        return cls(options=options)
+
+    @property
+    def baseline_posts_per_s(self) -> float:
+        return self.baseline.per_s if self.baseline else 0.0
+
+    @property
+    def deliveries_per_s(self) -> float:
+        return self.saturated.deliveries_per_s if self.saturated else 0.0
+
+    @property
+    def ratio(self) -> float:
+        base = self.baseline_posts_per_s
+        return self.deliveries_per_s / base if base else 0.0
+
+    def _latency(self, run: Run | None, *, since_ack: bool = False) -> Percentiles:
+        empty = Percentiles(None, None, None, None, 0)
+        return run.latency_ms(since_ack=since_ack) if run else empty
+
+    def targets(self) -> dict[str, bool | None]:
+        values: dict[str, float | None] = {
+            "ratio": self.ratio,
+            "latency_p99": self._latency(self.paced).p99,
+            "idle_p50": self._latency(self.idle).p50,
+            "completion_ratio": self.endpoints.ratio if self.endpoints else None,
+        }
+        met: dict[str, bool | None] = {}
+        for name, key, threshold, higher in TARGETS:
+            value = values[key]
+            met[name] = None if value is None else (value >= threshold) == higher
+        return met
+
+    def as_json(self) -> dict[str, Any]:
+        saturated, paced, endpoints = self.saturated, self.paced, self.endpoints
+        options = self.options
+        return {
+            "database": self.database,
+            "fanout": options.fanout,
+            "workers": options.workers,
+            "worker_concurrency": options.worker_concurrency,
+            "api_concurrency": options.api_concurrency,
+            "quick": options.quick,
+            "cpus": os.cpu_count(),
+            "baseline_posts_per_s": _round(self.baseline_posts_per_s),
+            "baseline_concurrency": self.baseline_concurrency,
+            "baseline_httpx_posts_per_s": _round(
+                self.baseline_httpx.per_s if self.baseline_httpx else None
+            ),
+            "deliveries_per_s": _round(self.deliveries_per_s),
+            "ratio": _round(self.ratio, 3),
+            "creations_per_s": _round(saturated.creations_per_s if saturated else None),
+            "surveys": len(saturated.created) if saturated else 0,
+            "deliveries_expected": saturated.expected if saturated else 0,
+            "deliveries_received": saturated.received if saturated else 0,
+            "duplicates": saturated.duplicates if saturated else 0,
+            "complete": saturated.complete if saturated else False,
+            "latency_ms": self._latency(paced).as_dict(),
+            "latency_basis": LATENCY_BASIS,
+            "latency_rate_per_s": _round(paced.deliveries_per_s if paced else None),
+            "latency_from_201_ms": self._latency(paced, since_ack=True).as_dict(),
+            "saturated_latency_ms": self._latency(saturated).as_dict(),
+            "idle_latency_ms": self._latency(self.idle).as_dict(),
+            "completions_per_s": _round(endpoints.completions_per_s if endpoints else None),
+            "get_config_per_s": _round(endpoints.get_config_per_s if endpoints else None),
+            "completion_ratio": _round(endpoints.ratio if endpoints else None, 3),
+            "worker_rss_mb": {
+                "before": [_round(v) for v in self.worker_rss_before_mb],
+                "after": [_round(v) for v in self.worker_rss_after_mb],
+            },
+            "targets": self.targets(),
+            "elapsed_s": _round(self.elapsed_s),
+        }
+
+    def table(self) -> str:
+        data = self.as_json()
+        latency, saturated_latency = data["latency_ms"], data["saturated_latency_ms"]
+        idle_latency = data["idle_latency_ms"]
+        rows = [
+            ("database", data["database"]),
+            ("fan-out / workers x concurrency", _setup(data)),
+            ("baseline: aiohttp -> receiver", f"{_num(data['baseline_posts_per_s'])} POSTs/s"),
+            (
+                "  the same via httpx over aiohttp",
+                f"{_num(data['baseline_httpx_posts_per_s'])} POSTs/s",
+            ),
+            ("survey creations (API)", f"{_num(data['creations_per_s'])} /s"),
+            (
+                "deliveries end to end",
+                f"{_num(data['deliveries_per_s'])} /s "
+                f"({data['deliveries_received']}/{data['deliveries_expected']}"
+                f"{'' if data['complete'] else ', INCOMPLETE'}, {data['duplicates']} repeated)",
+            ),
+            ("ratio deliveries / baseline", f"{data['ratio'] * 100:.1f} %"),
+            (
+                f"latency at half rate ({_num(data['latency_rate_per_s'])}/s)",
+                _pcts(latency),
+            ),
+            ("  same, from the client's 201", _pcts(data["latency_from_201_ms"])),
+            ("latency saturated", _pcts(saturated_latency)),
+            ("latency idle", _pcts(idle_latency)),
+            ("GET /config/webhook/{id}", f"{_num(data['get_config_per_s'])} /s"),
+            ("PATCH /surveys/{id} (complete)", f"{_num(data['completions_per_s'])} /s"),
+            ("ratio PATCH / GET", _percent(data["completion_ratio"])),
+            ("worker RSS before -> after", _rss(data["worker_rss_mb"])),
+            ("elapsed", f"{data['elapsed_s']} s"),
+        ]
+        width = max(len(label) for label, _ in rows)
+        lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
+        lines.append("")
+        lines.append("latency: " + LATENCY_BASIS)
+        for name, met in data["targets"].items():
+            mark = "n/a" if met is None else ("met" if met else "MISSED")
+            lines.append(f"target {name}: {mark}")
+        return "\n".join(lines)
+
+
+def _setup(data: dict[str, Any]) -> str:
+    return f"{data['fanout']} / {data['workers']} x {data['worker_concurrency']}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _pcts(values: dict[str, Any]) -> str:
+    if not values["samples"]:
+        return "-"
+    return (
+        f"p50 {values['p50']:.0f} ms  p95 {values['p95']:.0f} ms  "
+        f"p99 {values['p99']:.0f} ms  (n={values['samples']})"
+    )
+
+
+def _rss(values: dict[str, list[float | None]]) -> str:
+    def mb(items: list[float | None]) -> str:
+        return ", ".join("-" if v is None else f"{v:.0f}" for v in items) or "-"
+
+    return f"{mb(values['before'])} -> {mb(values['after'])} MB"
