@@ -1,0 +1,573 @@
+"""Fault injection on top of `tests.e2e.harness`: a receiver that fails on demand, a
+stack whose processes can be killed and replaced, steady traffic through the API, a
+read-only view of the database, and the per-fault figures.
+
+Vocabulary: a *tenant* is one API client with two configurations (one subscribed to
+both event types, one to `survey_created` only), so each event is subscribed by one or
+two configurations; a *pair* is (configuration id, event type, survey id), what one
+delivery carries and what the receiver can identify from the URL path and the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from core.database import Database, open_database, record_dict
+from core.tables import deliveries, outbox, webhook_configs
+from tests.e2e.harness import Process, Received, Receiver, Stack, procfile, wait_for
+
+Pair = tuple[str, str, str]
+"""(configuration id, event type, survey id)."""
+
+PROCESS_START_TIMEOUT_S = 60.0
+STARTED_LINES = {
+    "poller": "poller started",
+    "worker": "worker started",
+    "serve": "Application startup complete",
+}
+SWEEP_LINE = re.compile(r"re-enqueueing (\d+) stranded deliveries")
+ATTEMPT_LINE = re.compile(r"webhooks\.worker: attempt \d+ ")
+
+
+# -- the receiver ------------------------------------------------------------------
+
+
+class Mode(StrEnum):
+    OK = "ok"
+    SLOW = "slow"
+    """Answer 200 after `slow_s`, within the service's request timeout."""
+    UNAVAILABLE = "unavailable"
+    """Answer 503 at once."""
+    HANGING = "hanging"
+    """Answer only after `hang_s`, past the service's request timeout."""
+
+
+TIMED_OUT = 0
+"""The status recorded for a request that the receiver held past the service's timeout."""
+
+
+@dataclass
+class Answered(Received):
+    status: int
+    """What the receiver answered in time: 200, 503, or `TIMED_OUT`."""
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass
+class FaultReceiver(Receiver):
+    """A `Receiver` that answers every path according to `mode`, switchable at any time."""
+
+    mode: Mode = Mode.OK
+    slow_s: float = 1.0
+    hang_s: float = 3.0
+    in_flight: int = 0
+
+    def answered(self, prefix: str) -> list[Answered]:
+        with self._lock:
+            return [
+                item
+                for item in self.received
+                if isinstance(item, Answered) and item.path.startswith(prefix)
+            ]
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()
+        mode = self.mode
+        status = {Mode.UNAVAILABLE: 503, Mode.HANGING: TIMED_OUT}.get(mode, 200)
+        item = Answered(time.time(), request.url.path, dict(request.headers), body, status)
+        with self._lock:
+            self.received.append(item)
+            self.in_flight += 1
+        try:
+            if mode is Mode.SLOW:
+                await asyncio.sleep(self.slow_s)
+            elif mode is Mode.HANGING:
+                await asyncio.sleep(self.hang_s)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        return PlainTextResponse("nope" if status == 503 else "ok", status_code=status or 200)
+
+
+# -- the processes -----------------------------------------------------------------
+
+
+@dataclass
+class FaultStack(Stack):
+    """A `Stack` whose processes can be SIGKILLed and replaced; killed processes are
+    kept in `retired` so that their logs stay readable."""
+
+    retired: list[Process] = field(default_factory=list)
+    _started: Counter[str] = field(default_factory=Counter)
+
+    def start_role(self, role: str, command: str | None = None, *, wait: bool = True) -> Process:
+        """Start the next `role` (poller1, poller2, ...) with the Procfile's command and,
+        unless told not to, wait until it says it is up."""
+        self._started[role] += 1
+        process = self.start(f"{role}{self._started[role]}", command or procfile()[role])
+        if wait:
+            wait_started(process, role)
+        return process
+
+    def kill(self, name: str) -> Process:
+        """SIGKILL: no shutdown handler runs, exactly like a crash."""
+        process = self.processes.pop(name)
+        process.signal(signal.SIGKILL)
+        process.popen.wait(timeout=10)
+        process.stop()  # closes the log file
+        self.retired.append(process)
+        return process
+
+    def names(self, role: str) -> list[str]:
+        return [name for name in self.processes if name.startswith(role)]
+
+    def all_processes(self) -> list[Process]:
+        return [*self.retired, *self.processes.values()]
+
+    def assert_alive(self) -> None:
+        for process in self.processes.values():
+            code = process.popen.poll()
+            assert code is None, f"{process.name} exited with {code}:\n{process.log()[-3000:]}"
+
+    def log_sizes(self) -> dict[Path, int]:
+        return {p.log_path: p.log_path.stat().st_size for p in self.all_processes()}
+
+
+def wait_started(process: Process, role: str) -> None:
+    line = STARTED_LINES.get(role)
+    if line is None:
+        return
+
+    def started() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"{process.name} exited:\n{process.log()[-3000:]}")
+        return line in process.log()
+
+    wait_for(started, timeout_s=PROCESS_START_TIMEOUT_S, what=f"{process.name} to start")
+
+
+def log_since(path: Path, offsets: dict[Path, int]) -> str:
+    with path.open("rb") as handle:
+        handle.seek(offsets.get(path, 0))
+        return handle.read().decode(errors="replace")
+
+
+def swept_since(stack: FaultStack, offsets: dict[Path, int], *roles: str) -> int:
+    """Stranded deliveries re-enqueued by sweeps since `offsets` (a `log_sizes()`)."""
+    return sum(
+        int(count)
+        for process in stack.all_processes()
+        if process.name.startswith(roles)
+        for count in SWEEP_LINE.findall(log_since(process.log_path, offsets))
+    )
+
+
+def attempts_since(process: Process, offsets: dict[Path, int]) -> int:
+    return len(ATTEMPT_LINE.findall(log_since(process.log_path, offsets)))
+
+
+# -- tenants and traffic -----------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    """One API client and its two configurations, reached at `prefix` + a or b."""
+
+    client_id: str
+    api_key: str
+    prefix: str
+    configs: dict[str, dict[str, Any]]
+    """By URL path."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def secrets(self) -> list[str]:
+        """Every value that must never appear in a log."""
+        values = [self.api_key]
+        for config in self.configs.values():
+            values += [config["authorization_token"], config["signing_secret"]]
+            values.append(config["signing_secret"].removeprefix("whsec_"))
+        return values
+
+
+def create_tenant(stack: Stack, receiver: Receiver, name: str) -> Tenant:
+    created = json.loads(stack.cli("client", "create", name))
+    prefix = f"/{name}-{secrets.token_hex(3)}/"
+    subscriptions = {"a": ["survey_created", "survey_finished"], "b": ["survey_created"]}
+    configs: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
+        for suffix, events in subscriptions.items():
+            body: dict[str, Any] = {
+                "url": receiver.url(prefix + suffix),
+                "subscribed_events": events,
+            }
+            if suffix == "a":  # the other one gets a generated token
+                body["authorization_token"] = "tok_" + secrets.token_urlsafe(24)
+            response = api.post(
+                "/api/v2/config/webhook",
+                json=body,
+                headers={"Authorization": f"Bearer {created['api_key']}"},
+            )
+            assert response.status_code == 201, response.text
+            configs[prefix + suffix] = response.json()
+    return Tenant(created["id"], created["api_key"], prefix, configs)
+
+
+class Traffic(threading.Thread):
+    """Creates `surveys` surveys at `rate_per_s` and completes every other one, so that
+    `survey_created` and `survey_finished` events flow steadily. A failed request is
+    counted and skipped (the service may be down on purpose); the database, not this
+    thread, says which events exist."""
+
+    def __init__(self, base_url: str, tenant: Tenant, *, surveys: int, rate_per_s: float) -> None:
+        super().__init__(name="traffic", daemon=True)
+        self.base_url = base_url
+        self.tenant = tenant
+        self.surveys = surveys
+        self.rate_per_s = rate_per_s
+        self.created: list[str] = []
+        self.completed: list[str] = []
+        self.failed_requests = 0
+        self.last_event_at = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced by finish()
+            self.error = exc
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        with httpx.Client(base_url=self.base_url, headers=self.tenant.headers, timeout=15) as api:
+            for number in range(self.surveys):
+                time.sleep(max(0.0, start + number / self.rate_per_s - time.monotonic()))
+                survey_id = self._send(api, "POST", "/api/v2/surveys", {"patient_id": "p"}, 201)
+                if survey_id is not None:
+                    self.created.append(survey_id)
+                if number % 2 == 1 and len(self.created) >= 2:
+                    target = self.created[-2]
+                    if self._send(api, "PATCH", f"/api/v2/surveys/{target}", _DONE, 200):
+                        self.completed.append(target)
+
+    def _send(
+        self, api: httpx.Client, method: str, path: str, body: dict[str, Any], expected: int
+    ) -> str | None:
+        try:
+            response = api.request(method, path, json=body)
+        except httpx.TransportError:
+            self.failed_requests += 1
+            time.sleep(0.05)
+            return None
+        self.last_event_at = time.monotonic()
+        if response.status_code != expected:
+            self.failed_requests += 1
+            return None
+        return str(response.json()["id"])
+
+    def wait_created(self, count: int, *, timeout_s: float = 60) -> None:
+        wait_for(
+            lambda: len(self.created) >= count or not self.is_alive(),
+            timeout_s=timeout_s,
+            what=f"{count} surveys created",
+        )
+
+    def finish(self, *, timeout_s: float = 120) -> None:
+        self.join(timeout=timeout_s)
+        assert not self.is_alive(), "the traffic thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+_DONE = {"status": "completed"}
+
+
+# -- the database, read-only --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: str
+    pair: Pair
+    status: str
+    leased: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class TenantState:
+    expected: set[Pair]
+    deliveries: list[DeliveryRow]
+    undispatched: int
+    survey_ids: dict[str, set[str]]
+    """Survey ids with an event, by event type."""
+
+    def statuses(self) -> Counter[str]:
+        return Counter(row.status for row in self.deliveries)
+
+    def settled(self) -> bool:
+        """Fanned out, and every delivery delivered with no live lease."""
+        return (
+            self.undispatched == 0
+            and {row.pair for row in self.deliveries} == self.expected
+            and len(self.deliveries) == len(self.expected)
+            and all(row.status == "delivered" and not row.leased for row in self.deliveries)
+        )
+
+
+class Audit:
+    """Direct, read-only queries on the service's database from the test process."""
+
+    def __init__(self, database_url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._db: Database = open_database(database_url, pool_size=2)
+        self._loop.run_until_complete(self._db.connect())
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._db.disconnect())
+        self._loop.close()
+
+    def rows(self, query: sa.ClauseElement) -> list[dict[str, Any]]:
+        return [
+            record_dict(row) for row in self._loop.run_until_complete(self._db.fetch_all(query))
+        ]
+
+    def tenant(self, client_id: str) -> TenantState:
+        now = datetime.now(UTC)
+        events = self.rows(
+            sa.select(
+                outbox.c.event_id, outbox.c.event_type, outbox.c.content, outbox.c.dispatched_at
+            ).where(outbox.c.client_id == client_id)
+        )
+        configs = self.rows(
+            sa.select(webhook_configs.c.id, webhook_configs.c.subscribed_events).where(
+                webhook_configs.c.client_id == client_id
+            )
+        )
+        found = self.rows(sa.select(deliveries).where(deliveries.c.client_id == client_id))
+        by_event = {event["event_id"]: event for event in events}
+        survey_ids: dict[str, set[str]] = {}
+        for event in events:
+            survey_ids.setdefault(event["event_type"], set()).add(event["content"]["id"])
+        return TenantState(
+            expected={
+                (config["id"], event["event_type"], event["content"]["id"])
+                for event in events
+                for config in configs
+                if event["event_type"] in config["subscribed_events"]
+            },
+            deliveries=[
+                DeliveryRow(
+                    id=row["id"],
+                    pair=(
+                        row["config_id"],
+                        row["event_type"],
+                        by_event[row["event_id"]]["content"]["id"],
+                    ),
+                    status=row["status"],
+                    leased=row["lease_expires_at"] is not None and row["lease_expires_at"] > now,
+                    attempts=row["attempt_count"],
+                )
+                for row in found
+            ],
+            undispatched=sum(1 for event in events if event["dispatched_at"] is None),
+            survey_ids=survey_ids,
+        )
+
+    def repeated_pairs(self) -> list[dict[str, Any]]:
+        """(event, configuration) pairs with more than one delivery, in the whole database."""
+        count = sa.func.count().label("deliveries")
+        return self.rows(
+            sa.select(deliveries.c.event_id, deliveries.c.config_id, count)
+            .group_by(deliveries.c.event_id, deliveries.c.config_id)
+            .having(count > 1)
+        )
+
+
+# -- what the receiver saw -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    requests: int
+    accepted_pairs: dict[Pair, set[str]]
+    """Webhook ids accepted (2xx in time) for each pair."""
+    duplicates: int
+    """Requests accepted minus distinct webhook ids accepted."""
+    refused: int
+    """Requests answered 503 or held past the timeout."""
+    wrong_token: int
+
+
+def seen(receiver: FaultReceiver, tenant: Tenant) -> Seen:
+    items = receiver.answered(tenant.prefix)
+    accepted = [item for item in items if item.accepted]
+    pairs: dict[Pair, set[str]] = {}
+    wrong_token = 0
+    for item in accepted:
+        config = tenant.configs[item.path]
+        body = item.json()
+        pair = (config["id"], body["event_type"], body["content"]["id"])
+        pairs.setdefault(pair, set()).add(item.webhook_id)
+        if item.headers.get("x-webhook-infermedica-token") != config["authorization_token"]:
+            wrong_token += 1
+    return Seen(
+        requests=len(items),
+        accepted_pairs=pairs,
+        duplicates=len(accepted) - len({item.webhook_id for item in accepted}),
+        refused=len(items) - len(accepted),
+        wrong_token=wrong_token,
+    )
+
+
+# -- the figures -----------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    fault: str
+    events: int
+    deliveries: int
+    requests: int
+    lost: int
+    duplicates: int
+    refused: int
+    swept: int
+    converge_s: float | None
+    """From the end of the fault to every delivery delivered; None if it never did."""
+    after_last_event_s: float | None
+
+
+COLUMNS = (
+    ("fault", "fault"),
+    ("events", "events"),
+    ("deliveries", "deliveries"),
+    ("requests", "requests"),
+    ("lost", "lost"),
+    ("duplicates", "duplicates"),
+    ("refused", "503/timeout"),
+    ("swept", "swept"),
+    ("converge_s", "converge s (fault end)"),
+    ("after_last_event_s", "converge s (last event)"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def table(rows: list[Figures]) -> str:
+    cells = [[_cell(getattr(row, key)) for key, _ in COLUMNS] for row in rows]
+    heads = [head for _, head in COLUMNS]
+    widths = [max([len(head), *(len(line[i]) for line in cells)]) for i, head in enumerate(heads)]
+    lines = [heads, ["-" * width for width in widths], *cells]
+    return "\n".join(
+        " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in lines
+    )
+
+
+@dataclass
+class Report:
+    path: Path
+    rows: list[Figures] = field(default_factory=list)
+
+    def add(self, row: Figures) -> None:
+        self.rows.append(row)
+        self.path.write_text(table(self.rows) + "\n")
+        print(f"\n{table([row])}\n(all figures: {self.path})")
+
+
+# -- convergence ---------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    state: TenantState
+    seen: Seen
+    converged_at: float | None
+
+    @property
+    def lost(self) -> set[Pair]:
+        return self.state.expected - set(self.seen.accepted_pairs)
+
+
+def converge(
+    view: Audit,
+    receiver: FaultReceiver,
+    tenant: Tenant,
+    *,
+    timeout_s: float,
+    poll_s: float = 0.25,
+) -> Outcome:
+    """Wait until the tenant's deliveries are all delivered and every expected pair was
+    accepted by the receiver; the outcome as it stands at that moment or at `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = view.tenant(tenant.client_id)
+        now = time.monotonic()
+        saw = seen(receiver, tenant)
+        if state.settled() and state.expected <= set(saw.accepted_pairs):
+            return Outcome(state, saw, now)
+        if now > deadline:
+            return Outcome(state, saw, None)
+        time.sleep(poll_s)
+
+
+def figures(
+    fault: str, outcome: Outcome, *, fault_ended_at: float, last_event_at: float, swept: int
+) -> Figures:
+    done = outcome.converged_at
+    return Figures(
+        fault=fault,
+        events=sum(len(ids) for ids in outcome.state.survey_ids.values()),
+        deliveries=len(outcome.state.expected),
+        requests=outcome.seen.requests,
+        lost=len(outcome.lost),
+        duplicates=outcome.seen.duplicates,
+        refused=outcome.seen.refused,
+        swept=swept,
+        converge_s=None if done is None else max(0.0, done - fault_ended_at),
+        after_last_event_s=None if done is None else max(0.0, done - last_event_at),
+    )
+
+
+def explain(outcome: Outcome, limit: int = 10) -> str:
+    """Why a tenant did not converge: states, and the first lost pairs with their rows."""
+    rows = {row.pair: row for row in outcome.state.deliveries}
+    lost = sorted(outcome.lost)[:limit]
+    detail = "\n".join(f"  {pair}: {rows.get(pair)}" for pair in lost)
+    missing_rows = len(outcome.state.expected - set(rows))
+    return (
+        f"statuses {dict(outcome.state.statuses())}, undispatched events "
+        f"{outcome.state.undispatched}, expected pairs without a delivery row {missing_rows}, "
+        f"lost {len(outcome.lost)}; first lost:\n{detail}"
+    )
+
+
+Inject = Callable[[], None]

@@ -1,0 +1,411 @@
+"""Fault injection with real processes (issue 4): the production topology (PostgreSQL,
+a private Redis, `web`, two `poller` and two `worker` processes from the Procfile, a
+receiver on 127.0.0.1) loses no event when workers and pollers are SIGKILLed, Redis is
+flushed or restarted, or the receiver answers 503 or times out; nor does `webhooks
+serve` on SQLite killed and restarted. Several pollers and workers never create two
+deliveries for one (event, configuration) pair nor send one twice without a crash.
+
+Each scenario runs a few hundred events of its own tenant through the shared stack,
+injects its fault while they flow, then waits until every delivery is `delivered` and
+every (event, configuration) pair was accepted by the receiver, and adds a row to the
+figures printed at the end (`pytest -s`) and written to a file whose path is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+
+from tests.e2e.harness import WEBHOOKS, procfile, stack_env, wait_for
+from tests.faults.harness import (
+    Audit,
+    FaultReceiver,
+    FaultStack,
+    Figures,
+    Inject,
+    Mode,
+    Outcome,
+    Report,
+    Traffic,
+    attempts_since,
+    converge,
+    create_tenant,
+    explain,
+    figures,
+    swept_since,
+    table,
+    wait_started,
+)
+from tests.servers import RedisServer, free_port, postgres_database, redis_server
+
+pytestmark = pytest.mark.e2e
+
+SETTINGS = {
+    "WEBHOOKS_DELIVERY_LEASE_S": "3",
+    "WEBHOOKS_MIN_BACKOFF_MS": "100",
+    "WEBHOOKS_MAX_BACKOFF_MS": "1000",
+    # Nothing may end `failed` during the faults.
+    "WEBHOOKS_MAX_ATTEMPTS": "50",
+    "WEBHOOKS_REQUEST_TIMEOUT_S": "2",
+    "WEBHOOKS_POLL_INTERVAL_S": "0.5",
+}
+SURVEYS = 200  # and every other one completed: 300 events, 500 deliveries a scenario
+RATE_PER_S = 25.0
+INJECT_AFTER_SURVEYS = 60
+CONVERGE_TIMEOUT_S = 120.0
+BACKLOG_MESSAGES = 20
+QUEUE_HASHES = ("dramatiq:deliveries.msgs", "dramatiq:deliveries.DQ.msgs")
+DB_CONFLICT_WORDS = ("IntegrityError", "UniqueViolation")
+
+
+@dataclass
+class Suite:
+    """What the whole module shares: the figures, every secret created, every stack."""
+
+    report: Report
+    secrets: list[str] = field(default_factory=list)
+    stacks: list[FaultStack] = field(default_factory=list)
+
+
+@dataclass
+class Env:
+    stack: FaultStack
+    receiver: FaultReceiver
+    audit: Audit
+    private_redis: RedisServer | None = None
+
+    @property
+    def redis(self) -> RedisServer:
+        assert self.private_redis is not None, "this stack runs without Redis"
+        return self.private_redis
+
+    def queued(self) -> int:
+        """Messages Redis holds for the workers (ready, delayed or unacknowledged)."""
+        with redis.Redis.from_url(self.redis.url) as client:
+            return sum(int(client.hlen(name)) for name in QUEUE_HASHES)
+
+    def restore(self) -> None:
+        """Undo whatever a failed scenario may have left: a paused or stopped Redis, a
+        failing receiver."""
+        self.receiver.mode = Mode.OK
+        if self.private_redis is None:
+            return
+        process = self.private_redis.process
+        if process is None:
+            self.private_redis.start()
+        elif process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    shared = Suite(Report(tmp_path_factory.mktemp("faults-report") / "figures.txt"))
+    yield shared
+    if shared.report.rows:
+        print(f"\n\nfault injection figures\n{table(shared.report.rows)}")
+        print(f"(written to {shared.report.path})")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[FaultReceiver]:
+    with FaultReceiver(slow_s=1.0, hang_s=3.0).running() as running:
+        assert isinstance(running, FaultReceiver)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def env(
+    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    """PostgreSQL, a private Redis, web, poller1, poller2, worker1, worker2."""
+    log_dir = tmp_path_factory.mktemp("procfile")
+    with postgres_database() as database_url, redis_server() as server:
+        port = free_port()
+        stack = FaultStack(stack_env(database_url, server.url, port, **SETTINGS), log_dir, port)
+        suite.stacks.append(stack)
+        running = Env(stack, receiver, Audit(database_url), server)
+        try:
+            stack.start("web", procfile()["web"])
+            started = [stack.start_role(role, wait=False) for role in ("poller",) * 2]
+            started += [stack.start_role(role, wait=False) for role in ("worker",) * 2]
+            stack.wait_ready()
+            for process in started:
+                wait_started(process, process.name.rstrip("0123456789"))
+            yield running
+        finally:
+            running.restore()
+            stack.stop()
+            running.audit.close()
+
+
+def run_fault(
+    env: Env,
+    suite: Suite,
+    fault: str,
+    inject: Inject,
+    *,
+    surveys: int = SURVEYS,
+    rate_per_s: float = RATE_PER_S,
+    inject_after: int = INJECT_AFTER_SURVEYS,
+    record: bool = True,
+) -> tuple[Outcome, Figures]:
+    """Run traffic of a new tenant, `inject` the fault while it flows, wait for
+    convergence, record the figures and check that nothing was lost."""
+    # Given a new tenant and steady traffic
+    tenant = create_tenant(env.stack, env.receiver, fault.split()[0].lower())
+    suite.secrets += tenant.secrets()
+    before = env.stack.log_sizes()
+    traffic = Traffic(env.stack.base_url, tenant, surveys=surveys, rate_per_s=rate_per_s)
+    traffic.start()
+    # When the fault is injected while events flow
+    traffic.wait_created(inject_after)
+    try:
+        inject()
+    finally:
+        env.restore()
+    fault_ended_at = time.monotonic()
+    after_fault = env.stack.log_sizes()
+    traffic.finish()
+    # Then every delivery converges to `delivered` and every pair reached the receiver
+    outcome = converge(env.audit, env.receiver, tenant, timeout_s=CONVERGE_TIMEOUT_S)
+    row = figures(
+        fault,
+        outcome,
+        fault_ended_at=fault_ended_at,
+        last_event_at=max(traffic.last_event_at, fault_ended_at),
+        swept=swept_since(env.stack, before, "poller", "serve"),
+    )
+    if record:
+        suite.report.add(row)
+    assert outcome.converged_at is not None, (
+        f"{fault}: not converged in {CONVERGE_TIMEOUT_S} s: {explain(outcome)}\n{env.stack.logs()}"
+    )
+    assert row.lost == 0, explain(outcome)
+    # Every event the API confirmed is in the outbox (a lost write would not be expected).
+    assert set(traffic.created) <= outcome.state.survey_ids.get("survey_created", set())
+    assert set(traffic.completed) <= outcome.state.survey_ids.get("survey_finished", set())
+    assert row.events >= len(traffic.created) + len(traffic.completed) > 0
+    # One delivery, with one webhook id kept across retries, for each pair.
+    ids = {delivery.pair: delivery.id for delivery in outcome.state.deliveries}
+    for pair, webhook_ids in outcome.seen.accepted_pairs.items():
+        assert webhook_ids == {ids[pair]}, (pair, webhook_ids, ids[pair])
+    assert outcome.seen.wrong_token == 0
+    # Every process still runs, and every worker delivered after the fault.
+    env.stack.assert_alive()
+    for name in env.stack.names("worker"):
+        process = env.stack.processes[name]
+        assert attempts_since(process, after_fault) > 0, f"{name} did not recover"
+    return outcome, row
+
+
+def test_pollers_and_workers_side_by_side_never_duplicate(env: Env, suite: Suite) -> None:
+    # Given two pollers and two workers and no fault at all
+    assert len(env.stack.names("poller")) == 2 and len(env.stack.names("worker")) == 2
+    before = env.stack.log_sizes()
+    # When a few hundred events flow
+    _, row = run_fault(
+        env,
+        suite,
+        "none (2 pollers, 2 workers)",
+        lambda: None,
+        surveys=300,
+        rate_per_s=40,
+        inject_after=300,  # "the end of the fault" is the end of the traffic
+    )
+    # Then one delivery per pair, sent exactly once
+    assert env.audit.repeated_pairs() == []
+    assert row.duplicates == 0
+    assert row.refused == 0
+    assert row.requests == row.deliveries
+    for process in env.stack.all_processes():
+        for word in DB_CONFLICT_WORDS:
+            assert word not in process.log(), f"{process.name} logged {word}"
+    # and both workers took part
+    for name in env.stack.names("worker"):
+        assert attempts_since(env.stack.processes[name], before) > 0, f"{name} idle"
+
+
+def test_worker_killed_in_the_middle_of_requests(env: Env, suite: Suite) -> None:
+    in_flight_at_kill: list[int] = []
+
+    def inject() -> None:
+        env.receiver.mode = Mode.SLOW
+        wait_for(lambda: env.receiver.in_flight >= 8, timeout_s=30, what="requests in flight")
+        time.sleep(0.3)
+        in_flight_at_kill.append(env.receiver.in_flight)
+        env.stack.kill(env.stack.names("worker")[0])
+        env.receiver.mode = Mode.OK
+        env.stack.start_role("worker")
+
+    _, row = run_fault(env, suite, "worker SIGKILL mid-request", inject)
+    # The killed worker's requests were answered to nobody, so they were sent again: the
+    # proof that the fault hit requests in flight (at least once, never zero).
+    assert in_flight_at_kill[0] >= 8
+    assert row.duplicates >= 1
+
+
+def test_poller_killed_while_events_flow(env: Env, suite: Suite) -> None:
+    def inject() -> None:
+        env.stack.kill(env.stack.names("poller")[0])
+        env.stack.start_role("poller")
+
+    _, row = run_fault(env, suite, "poller SIGKILL while events flow", inject)
+    assert row.duplicates == 0
+
+
+def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> None:
+    # Pausing Redis (SIGSTOP) makes every poller block in its enqueue right after the
+    # fan-out transaction committed (the events marked dispatched, the deliveries
+    # written): the poller killed then dies exactly in that window.
+    def inject() -> None:
+        assert env.redis.process is not None
+        os.kill(env.redis.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.5)
+            env.stack.kill(env.stack.names("poller")[0])
+        finally:
+            os.kill(env.redis.process.pid, signal.SIGCONT)
+        env.stack.start_role("poller")
+
+    _, row = run_fault(env, suite, "poller SIGKILL between fan-out and enqueue", inject)
+    assert row.swept >= 1, "nothing was stranded: the kill missed the window"
+    assert row.duplicates == 0
+
+
+def _backlog(env: Env) -> int:
+    """Slow the receiver until Redis holds a backlog of messages; returns its size."""
+    env.receiver.mode = Mode.SLOW
+    return int(
+        wait_for(
+            lambda: (queued := env.queued()) >= BACKLOG_MESSAGES and queued,
+            timeout_s=30,
+            what=f"{BACKLOG_MESSAGES} queued messages",
+        )
+    )
+
+
+def test_redis_flushall_while_events_flow(env: Env, suite: Suite) -> None:
+    dropped: list[int] = []
+
+    def inject() -> None:
+        _backlog(env)
+        with redis.Redis.from_url(env.redis.url) as client:
+            dropped.append(env.queued())
+            client.flushall()
+        env.receiver.mode = Mode.OK
+
+    _, row = run_fault(env, suite, "Redis FLUSHALL", inject)
+    assert dropped[0] >= BACKLOG_MESSAGES
+    assert row.duplicates == 0
+
+
+def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> None:
+    def inject() -> None:
+        _backlog(env)
+        env.redis.stop()
+        env.receiver.mode = Mode.OK
+        time.sleep(2.0)
+        env.redis.start()
+
+    _, row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject)
+    assert row.duplicates == 0
+
+
+def test_receiver_answers_503_for_a_while(env: Env, suite: Suite) -> None:
+    def inject() -> None:
+        env.receiver.mode = Mode.UNAVAILABLE
+        time.sleep(3.0)
+        env.receiver.mode = Mode.OK
+
+    _, row = run_fault(env, suite, "receiver 503 for 3 s", inject)
+    assert row.refused > 0
+    assert row.duplicates == 0
+
+
+def test_receiver_times_out_for_a_while(env: Env, suite: Suite) -> None:
+    def inject() -> None:
+        env.receiver.mode = Mode.HANGING
+        time.sleep(4.0)
+        env.receiver.mode = Mode.OK
+
+    _, row = run_fault(env, suite, "receiver times out for 4 s", inject)
+    assert row.refused > 0
+    assert row.duplicates == 0
+
+
+@pytest.fixture
+def serve_env(
+    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    """`webhooks serve` alone on SQLite, no Redis."""
+    log_dir = tmp_path_factory.mktemp("serve")
+    database_url = f"sqlite:///{log_dir / 'webhooks.db'}"
+    port = free_port()
+    stack = FaultStack(stack_env(database_url, None, port, **SETTINGS), log_dir, port)
+    suite.stacks.append(stack)
+    stack.cli("migrate")
+    running = Env(stack, receiver, Audit(database_url))
+    try:
+        stack.start_role("serve", f"{shlex.quote(WEBHOOKS)} serve", wait=False)
+        stack.wait_ready()
+        yield running
+    finally:
+        running.receiver.mode = Mode.OK
+        stack.stop()
+        running.audit.close()
+
+
+def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> None:
+    stack = serve_env.stack
+
+    def inject() -> None:
+        serve_env.receiver.mode = Mode.SLOW
+        wait_for(lambda: serve_env.receiver.in_flight >= 4, timeout_s=30, what="requests in flight")
+        time.sleep(0.3)
+        stack.kill(stack.names("serve")[0])
+        serve_env.receiver.mode = Mode.OK
+        # Same DATABASE_URL and PORT: the same environment.
+        stack.start_role("serve", f"{shlex.quote(WEBHOOKS)} serve", wait=False)
+        stack.wait_ready()
+
+    _, row = run_fault(
+        serve_env,
+        suite,
+        "webhooks serve SIGKILL + restart (SQLite)",
+        inject,
+        surveys=150,
+        rate_per_s=20,
+        inject_after=50,
+    )
+    assert row.duplicates >= 1  # the requests in flight at the kill were sent again
+
+
+def test_no_secret_in_any_process_log(env: Env, suite: Suite) -> None:
+    # Given tokens and secrets that went through successful and failing attempts
+    def inject() -> None:
+        env.receiver.mode = Mode.UNAVAILABLE
+        time.sleep(1.0)
+        env.receiver.mode = Mode.OK
+
+    run_fault(
+        env, suite, "secrets", inject, surveys=40, rate_per_s=20, inject_after=10, record=False
+    )
+    # When every log of every process of the suite is read
+    logs = {
+        f"{process.log_path.parent.name}/{process.name}": process.log()
+        for stack in suite.stacks
+        for process in stack.all_processes()
+    }
+    # Then the logs are there (attempts are logged with their ids) and hold no secret
+    assert any("attempt 1 delivered" in text for text in logs.values())
+    assert len(suite.secrets) >= 5
+    for name, text in logs.items():
+        for value in suite.secrets:
+            assert value not in text, f"{name} logged a secret ({value[:6]}...)"
