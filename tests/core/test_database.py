@@ -1,0 +1,146 @@
+"""`core.database`: SQLite that never says "database is locked", and rows read alike on
+both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from core.clock import utcnow
+from core.database import Database, normalize_url, open_database, record_dict
+from core.tables import clients, webhook_configs
+
+WRITERS = 50
+
+
+@pytest.fixture
+async def sqlite_db(fresh_sqlite_url: str) -> AsyncIterator[Database]:
+    db = open_database(fresh_sqlite_url)
+    await db.connect()
+    yield db
+    await db.disconnect()
+
+
+async def _pragmas(db: Database) -> tuple[str, int, int]:
+    async with db.connection() as connection:
+        return (
+            str(await connection.fetch_val(sa.text("PRAGMA journal_mode"))),
+            int(await connection.fetch_val(sa.text("PRAGMA busy_timeout"))),
+            int(await connection.fetch_val(sa.text("PRAGMA foreign_keys"))),
+        )
+
+
+async def test_every_sqlite_connection_is_wal_with_a_busy_timeout(sqlite_db: Database) -> None:
+    # Concurrent tasks get different connections from the pool: each one is set up.
+    answers = await asyncio.gather(*(_pragmas(sqlite_db) for _ in range(8)))
+    assert set(answers) == {("wal", 30_000, 1)}
+
+
+async def test_a_sqlite_transaction_takes_the_write_lock_at_begin(
+    sqlite_db: Database, fresh_sqlite_url: str
+) -> None:
+    path = fresh_sqlite_url.removeprefix("sqlite:///")
+    async with sqlite_db.transaction():
+        # Nothing written yet, and still another writer cannot begin: BEGIN IMMEDIATE.
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
+
+
+async def _read_then_write(db: Database, n: int) -> None:
+    # A deferred transaction that reads first fails to upgrade its lock under contention.
+    async with db.transaction():
+        await db.fetch_val(sa.select(sa.func.count()).select_from(clients))
+        await db.execute(
+            clients.insert().values(
+                id=str(uuid.uuid4()),
+                name=f"c{n}",
+                api_key_hash=uuid.uuid4().hex,
+                created_at=utcnow(),
+            )
+        )
+
+
+async def test_concurrent_read_then_write_transactions_never_fail(
+    sqlite_db: Database, fresh_sqlite_url: str
+) -> None:
+    second = open_database(fresh_sqlite_url)  # another pool, as another process would have
+    await second.connect()
+    try:
+        await asyncio.gather(
+            *(_read_then_write(sqlite_db if n % 2 else second, n) for n in range(WRITERS))
+        )
+    finally:
+        await second.disconnect()
+    count = await sqlite_db.fetch_val(sa.select(sa.func.count()).select_from(clients))
+    assert count == WRITERS
+
+
+async def test_a_failed_transaction_rolls_back_and_its_connection_is_reusable(
+    sqlite_db: Database,
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with sqlite_db.transaction():
+            await _read_then_write(sqlite_db, 0)
+            raise RuntimeError("boom")
+    assert await sqlite_db.fetch_val(sa.select(sa.func.count()).select_from(clients)) == 0
+    await _read_then_write(sqlite_db, 1)
+    assert await sqlite_db.fetch_val(sa.select(sa.func.count()).select_from(clients)) == 1
+
+
+async def test_rows_read_back_typed_on_both_backends(db: Database) -> None:
+    client_id, config_id = str(uuid.uuid4()), str(uuid.uuid4())
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+    await db.execute(
+        clients.insert().values(
+            id=client_id, name="typed", api_key_hash=uuid.uuid4().hex, created_at=moment
+        )
+    )
+    await db.execute(
+        webhook_configs.insert().values(
+            id=config_id,
+            client_id=client_id,
+            url="https://example.com/",
+            authorization_token="t" * 16,
+            subscribed_events=["survey_created", "survey_finished"],
+            signing_secret="whsec_x",
+            created_at=moment,
+            updated_at=moment,
+        )
+    )
+
+    row = record_dict(
+        await db.fetch_one(sa.select(webhook_configs).where(webhook_configs.c.id == config_id))
+    )
+
+    assert row["subscribed_events"] == ["survey_created", "survey_finished"]
+    assert row["created_at"] == moment and row["created_at"].tzinfo is not None
+    assert row["enabled"] is True
+    assert row["deleted_at"] is None
+
+
+async def test_naive_datetimes_are_refused(db: Database) -> None:
+    with pytest.raises(Exception, match="naive"):
+        await db.execute(
+            clients.insert().values(
+                id=str(uuid.uuid4()),
+                name="naive",
+                api_key_hash=uuid.uuid4().hex,
+                created_at=datetime(2026, 1, 1),
+            )
+        )
+
+
+def test_postgres_scheme_is_normalized() -> None:
+    assert normalize_url("postgres://u@h/db") == "postgresql://u@h/db"
+    assert normalize_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
