@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from core.clients import create_client
 from core.clock import utcnow
 from core.database import open_database
-from core.tables import webhook_configs
+from core.tables import deliveries, webhook_configs
 from service.app import create_app
 from tests.conftest import NewClient, make_settings
 from tests.service.support import (
@@ -271,6 +271,46 @@ async def test_delete_returns_the_configuration_then_it_is_gone(
     assert_error(await api.get(f"{one}/secret", headers=auth), 404)
     assert_error(await api.post(f"{one}/secret/rotate", headers=auth), 404)
     assert created["id"] not in (await api.get(CONFIGS, headers=auth)).text
+
+
+async def test_delete_cancels_pending_and_held_deliveries_only(
+    app: Starlette, api: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    created = await create_config(api, auth)
+    row = await config_row(app.state.db, created["id"])
+    statuses = ["pending", "held", "delivered", "failed", "cancelled"]
+    ids = {status: str(uuid.uuid4()) for status in statuses}
+    for status, delivery_id in ids.items():
+        await app.state.db.execute(
+            deliveries.insert().values(
+                id=delivery_id,
+                config_id=created["id"],
+                client_id=row["client_id"],
+                event_id=str(uuid.uuid4()),
+                event_type="survey_created",
+                body="{}",
+                status=status,
+                created_at=utcnow(),
+                next_attempt_at=utcnow() if status in ("pending", "held") else None,
+            )
+        )
+
+    assert (await api.delete(f"{CONFIGS}/{created['id']}", headers=auth)).status_code == 200
+
+    after = {
+        r["id"]: (r["status"], r["next_attempt_at"])
+        for r in await app.state.db.fetch_all(
+            sa.select(deliveries).where(deliveries.c.config_id == created["id"])
+        )
+    }
+    assert {status: after[ids[status]][0] for status in statuses} == {
+        "pending": "cancelled",
+        "held": "cancelled",
+        "delivered": "delivered",
+        "failed": "failed",
+        "cancelled": "cancelled",
+    }
+    assert after[ids["pending"]][1] is None
 
 
 # --- signing secret -----------------------------------------------------------------
