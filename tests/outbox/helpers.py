@@ -21,7 +21,7 @@ from core.clock import utcnow
 from core.database import Database, open_database, record_dict
 from core.events import event_body
 from core.migrate import upgrade
-from core.tables import attempts, deliveries, outbox, surveys
+from core.tables import attempts, deliveries, outbox, surveys, webhook_configs
 from outbox.fanout import delivery_row, insert_deliveries
 from outbox.writer import add_event
 from tests.servers import postgres_database
@@ -61,12 +61,18 @@ async def new_config(
         db, client_id, url=url, subscribed_events=events, authorization_token=TOKEN
     )
     if not enabled:
-        updated = await configs.update_config(
-            db, client_id, config["id"], {"enabled": False, "disabled_reason": "failing"}
-        )
-        assert updated is not None
-        config = updated
+        await disable_config(db, config["id"])
+        config = {**config, "enabled": False, "disabled_reason": "failing"}
     return config
+
+
+async def disable_config(db: Database, config_id: str) -> None:
+    """Disable a configuration as the endpoint-health rules do (SPEC 9)."""
+    await db.execute(
+        webhook_configs.update()
+        .where(webhook_configs.c.id == config_id)
+        .values(enabled=False, disabled_reason="failing")
+    )
 
 
 async def add_events(db: Database, client_id: str, event_type: str, count: int) -> list[str]:
@@ -89,6 +95,7 @@ async def new_delivery(
     status: str = "pending",
     created_at: datetime | None = None,
     event_type: str = "survey_created",
+    content: dict[str, Any] | None = None,
     **columns: Any,
 ) -> str:
     """A delivery of a new event to `config`, as the fan-out makes it, then `columns`
@@ -99,7 +106,7 @@ async def new_delivery(
         client_id=config["client_id"],
         event_id=str(uuid.uuid4()),
         event_type=event_type,
-        body=event_body(event_type, {}),
+        body=event_body(event_type, content or {}),
         enabled=True,
         now=now,
     )

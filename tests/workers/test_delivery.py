@@ -1,0 +1,475 @@
+"""One delivery attempt, start to finish (`Deliverer`), with the HTTP edge replaced by
+`httpx.MockTransport`: the request a receiver gets (SPEC 6), what each answer does to
+the delivery and its attempts (SPEC 7, 8), on both backends."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from core import configs
+from core.clock import utcnow
+from core.configs import new_signing_secret
+from core.database import Database
+from core.settings import Settings
+from core.tables import webhook_configs
+from tests.conftest import make_settings
+from tests.outbox.helpers import (
+    TOKEN,
+    attempts_of,
+    delivery,
+    disable_config,
+    make_due,
+    new_client_id,
+    new_config,
+    new_delivery,
+)
+from workers.delivery import Deliverer, Outcome
+from workers.store import Status
+from workers.transport import MAX_RESPONSE_BODY_BYTES, create_client
+
+URL = "https://receiver.example/hooks/in?source=test"
+MIN_BACKOFF_MS = 1000
+MAX_BACKOFF_MS = 60_000
+MAX_ATTEMPTS = 3
+JITTER = 0.2
+CONTENT = {
+    "id": "0b7e2b4e-2d1c-4c61-9d0a-3b0b1c2d3e4f",
+    "patient_id": "patient-7",
+    "status": "completed",
+    "answers": {"pain": "mild", "notes": "zażółć gęślą jaźń"},
+    "created_at": "2030-01-01T10:00:00Z",
+    "completed_at": "2030-01-01T10:05:00Z",
+}
+# Headers the HTTP client adds on its own; everything else must be SPEC 6's.
+TRANSPORT_HEADERS = {"host", "content-length", "accept", "accept-encoding", "connection"}
+SPEC_HEADERS = {
+    "content-type",
+    "x-webhook-infermedica-token",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "user-agent",
+}
+
+Reply = httpx.Response | Exception
+
+
+@dataclass
+class Receiver:
+    """A scripted receiver: answers with `replies` in turn (the last one repeats)."""
+
+    replies: list[Reply] = field(default_factory=lambda: [httpx.Response(200, text="ok")])
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+MakeDeliverer = Callable[..., Deliverer]
+
+
+@pytest.fixture
+async def make_deliverer(
+    db: Database, database_url: str
+) -> AsyncIterator[Callable[..., Deliverer]]:
+    """`make_deliverer(receiver, **settings)`: a Deliverer whose HTTP goes to `receiver`."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(receiver: Receiver, **overrides: object) -> Deliverer:
+        values: dict[str, object] = {
+            "WEBHOOKS_MAX_ATTEMPTS": MAX_ATTEMPTS,
+            "WEBHOOKS_MIN_BACKOFF_MS": MIN_BACKOFF_MS,
+            "WEBHOOKS_MAX_BACKOFF_MS": MAX_BACKOFF_MS,
+            **overrides,
+        }
+        settings: Settings = make_settings(database_url, **values)
+        http = httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle))
+        clients.append(http)
+        return Deliverer(db=db, http=http, settings=settings)
+
+    yield make
+    for http in clients:
+        await http.aclose()
+
+
+@pytest.fixture
+async def config(db: Database) -> dict[str, Any]:
+    return await new_config(db, await new_client_id(db), url=URL)
+
+
+async def _delivery_id(db: Database, config: dict[str, Any]) -> str:
+    return await new_delivery(db, config, event_type="survey_finished", content=CONTENT)
+
+
+def _webhook_headers(request: httpx.Request) -> dict[str, str]:
+    return {name: request.headers[name] for name in SPEC_HEADERS}
+
+
+# --- the request ------------------------------------------------------------------------
+
+
+async def test_the_request_is_exactly_spec_6(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    receiver = Receiver()
+    delivery_id = await _delivery_id(db, config)
+    sent_at = int(time.time())
+
+    await make_deliverer(receiver).deliver(delivery_id)
+
+    [request] = receiver.requests
+    assert request.method == "POST"
+    assert str(request.url) == URL
+    assert set(request.headers) - TRANSPORT_HEADERS == SPEC_HEADERS
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-webhook-infermedica-token"] == TOKEN
+    assert request.headers["webhook-id"] == delivery_id
+    assert abs(int(request.headers["webhook-timestamp"]) - sent_at) <= 2
+    assert "webhooks" in request.headers["user-agent"]
+    body = request.content
+    assert json.loads(body) == {"event_type": "survey_finished", "content": CONTENT}
+    assert list(json.loads(body)) == ["event_type", "content"]
+    assert body.decode() == (await delivery(db, delivery_id))["body"]
+    verified = Webhook(config["signing_secret"]).verify(body, _webhook_headers(request))
+    assert verified == {"event_type": "survey_finished", "content": CONTENT}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_signing_secret()).verify(body, _webhook_headers(request))
+
+
+async def test_during_a_rotation_both_secrets_verify(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given a configuration whose secret was just rotated
+    old = config["signing_secret"]
+    new = await configs.rotate_secret(db, config["client_id"], config["id"])
+    assert new is not None
+    receiver = Receiver()
+    delivery_id = await _delivery_id(db, config)
+
+    # When a delivery is sent
+    await make_deliverer(receiver).deliver(delivery_id)
+
+    # Then it carries two signatures, and a receiver with either secret accepts it
+    [request] = receiver.requests
+    headers = _webhook_headers(request)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        Webhook(secret).verify(request.content, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_signing_secret()).verify(request.content, headers)
+
+
+async def test_every_retry_carries_the_same_webhook_id(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    receiver = Receiver([httpx.Response(500), httpx.Response(200)])
+    deliverer = make_deliverer(receiver)
+    delivery_id = await _delivery_id(db, config)
+
+    await deliverer.deliver(delivery_id)
+    await make_due(db, delivery_id)
+    await deliverer.deliver(delivery_id)
+
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [delivery_id] * 2
+    assert receiver.requests[0].content == receiver.requests[1].content
+    for request in receiver.requests:
+        Webhook(config["signing_secret"]).verify(request.content, _webhook_headers(request))
+
+
+async def test_the_process_client_follows_no_redirects() -> None:
+    client = create_client(timeout_s=5, allow_private_targets=False)
+    try:
+        assert client.follow_redirects is False
+    finally:
+        await client.aclose()
+
+
+# --- what the answer does ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status_code", [200, 201, 202, 204, 299])
+async def test_a_2xx_delivers(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
+) -> None:
+    receiver = Receiver([httpx.Response(status_code, text="thanks")])
+    delivery_id = await _delivery_id(db, config)
+    before = utcnow()
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome == Outcome(Status.DELIVERED)
+    row = await delivery(db, delivery_id)
+    assert row["status"] == "delivered"
+    assert row["attempt_count"] == 1
+    assert row["next_attempt_at"] is None
+    assert row["lease_expires_at"] is None
+    assert before - timedelta(seconds=1) <= row["delivered_at"] <= utcnow()
+    assert row["last_attempt_at"] <= row["delivered_at"]
+    [attempt] = await attempts_of(db, delivery_id)
+    assert attempt["number"] == 1
+    assert attempt["status_code"] == status_code
+    assert attempt["error"] is None
+    assert attempt["response_body"] == "thanks"
+    assert attempt["duration_ms"] >= 0
+    # a delivered delivery is not sent again by a duplicate message
+    assert await make_deliverer(receiver).deliver(delivery_id) == Outcome(None)
+    assert len(receiver.requests) == 1
+
+
+async def test_a_500_backs_off_and_records_the_first_16_kib(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given a receiver that fails with a 20 KiB body
+    receiver = Receiver([httpx.Response(500, text="e" * (20 * 1024))])
+    delivery_id = await _delivery_id(db, config)
+
+    # When the delivery is attempted
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    # Then it stays pending, due about min_backoff later (+-20%)
+    assert outcome.status == Status.PENDING
+    assert outcome.retry_in_ms is not None
+    low, high = MIN_BACKOFF_MS * (1 - JITTER), MIN_BACKOFF_MS * (1 + JITTER)
+    assert low <= outcome.retry_in_ms <= high
+    row = await delivery(db, delivery_id)
+    assert row["status"] == "pending"
+    assert row["attempt_count"] == 1
+    assert row["lease_expires_at"] is None
+    assert row["delivered_at"] is None
+    waited_ms = (row["next_attempt_at"] - row["last_attempt_at"]) / timedelta(milliseconds=1)
+    assert low <= waited_ms <= high
+    # and the attempt is recorded with the first 16 KiB of the body
+    [attempt] = await attempts_of(db, delivery_id)
+    assert attempt["status_code"] == 500
+    assert attempt["error"] == "http_status"
+    assert attempt["response_body"] == "e" * MAX_RESPONSE_BODY_BYTES
+    assert attempt["started_at"] == row["last_attempt_at"]
+
+
+@pytest.mark.parametrize("status_code", [503, 429])
+async def test_retry_after_is_honoured_on_429_and_503(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
+) -> None:
+    receiver = Receiver([httpx.Response(status_code, headers={"Retry-After": "7"})])
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome.status == Status.PENDING
+    assert outcome.retry_in_ms == 7000
+    row = await delivery(db, delivery_id)
+    assert row["next_attempt_at"] - row["last_attempt_at"] == timedelta(seconds=7)
+
+
+async def test_retry_after_is_capped_at_the_maximum_back_off(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    receiver = Receiver([httpx.Response(503, headers={"Retry-After": "86400"})])
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome.retry_in_ms == MAX_BACKOFF_MS
+
+
+async def test_retry_after_on_a_500_is_ignored(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    receiver = Receiver([httpx.Response(500, headers={"Retry-After": "30"})])
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome.retry_in_ms is not None
+    assert outcome.retry_in_ms <= MIN_BACKOFF_MS * (1 + JITTER)
+
+
+@pytest.mark.parametrize("status_code", [301, 302, 307, 308])
+async def test_a_redirect_is_a_failure_and_is_not_followed(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
+) -> None:
+    receiver = Receiver(
+        [httpx.Response(status_code, headers={"Location": "https://elsewhere.example/"})]
+    )
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert [str(r.url) for r in receiver.requests] == [URL]
+    assert outcome.status == Status.PENDING
+    [attempt] = await attempts_of(db, delivery_id)
+    assert (attempt["status_code"], attempt["error"]) == (status_code, "http_status")
+
+
+@pytest.mark.parametrize("status_code", [400, 401, 404, 422, 500, 502])
+async def test_any_other_status_is_a_failure(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
+) -> None:
+    receiver = Receiver([httpx.Response(status_code)])
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome.status == Status.PENDING
+    assert (await attempts_of(db, delivery_id))[0]["error"] == "http_status"
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (httpx.ConnectError("refused"), "connect_error"),
+        (httpx.ReadTimeout("slow"), "timeout"),
+        (httpx.RemoteProtocolError("garbage"), "network_error"),
+    ],
+)
+async def test_a_transport_failure_is_recorded_and_retried(
+    db: Database,
+    make_deliverer: MakeDeliverer,
+    config: dict[str, Any],
+    failure: Exception,
+    code: str,
+) -> None:
+    receiver = Receiver([failure])
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome.status == Status.PENDING
+    assert outcome.error is not None and outcome.error.code == code
+    [attempt] = await attempts_of(db, delivery_id)
+    assert (attempt["status_code"], attempt["error"], attempt["response_body"]) == (
+        None,
+        code,
+        None,
+    )
+    row = await delivery(db, delivery_id)
+    assert row["status"] == "pending" and row["next_attempt_at"] > row["last_attempt_at"]
+
+
+async def test_after_the_last_attempt_the_delivery_fails(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given a receiver that always answers 500 and WEBHOOKS_MAX_ATTEMPTS=3
+    receiver = Receiver([httpx.Response(500, text="down")])
+    deliverer = make_deliverer(receiver)
+    delivery_id = await _delivery_id(db, config)
+
+    # When each attempt is made as soon as it is due
+    outcomes = []
+    for _ in range(MAX_ATTEMPTS):
+        outcomes.append(await deliverer.deliver(delivery_id))
+        await make_due(db, delivery_id)
+
+    # Then the waits grew by 4x and the third failure is final
+    first, second, last = outcomes
+    assert first.retry_in_ms is not None and second.retry_in_ms is not None
+    assert 800 <= first.retry_in_ms <= 1200
+    assert 3200 <= second.retry_in_ms <= 4800
+    assert last.status == Status.FAILED and last.retry_in_ms is None
+    row = await delivery(db, delivery_id)
+    assert row["status"] == "failed"
+    assert row["attempt_count"] == MAX_ATTEMPTS
+    assert row["delivered_at"] is None
+    assert [a["number"] for a in await attempts_of(db, delivery_id)] == [1, 2, 3]
+    # and nothing more is sent
+    assert await deliverer.deliver(delivery_id) == Outcome(None)
+    assert len(receiver.requests) == MAX_ATTEMPTS
+
+
+async def test_a_blocked_target_fails_at_once_without_a_request(
+    db: Database, make_deliverer: MakeDeliverer
+) -> None:
+    config = await new_config(db, await new_client_id(db), url="http://127.0.0.1:9/hook")
+    receiver = Receiver()
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver, WEBHOOKS_ALLOW_PRIVATE_TARGETS=False).deliver(
+        delivery_id
+    )
+
+    assert outcome.status == Status.FAILED
+    assert outcome.error is not None and outcome.error.code == "blocked_target"
+    assert receiver.requests == []
+    [attempt] = await attempts_of(db, delivery_id)
+    assert (attempt["status_code"], attempt["error"]) == (None, "blocked_target")
+    row = await delivery(db, delivery_id)
+    assert (row["status"], row["next_attempt_at"]) == ("failed", None)
+
+
+# --- deliveries that are not sent -------------------------------------------------------
+
+
+async def test_a_disabled_configuration_holds_without_an_attempt(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    delivery_id = await _delivery_id(db, config)
+    await disable_config(db, config["id"])
+    receiver = Receiver()
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome == Outcome(Status.HELD)
+    assert receiver.requests == []
+    assert await attempts_of(db, delivery_id) == []
+    row = await delivery(db, delivery_id)
+    assert (row["status"], row["next_attempt_at"], row["lease_expires_at"]) == ("held", None, None)
+
+
+async def test_a_configuration_deleted_after_fan_out_cancels(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # A deletion that lands while the delivery is still pending (between fan-out and claim)
+    delivery_id = await _delivery_id(db, config)
+    await db.execute(
+        webhook_configs.update()
+        .where(webhook_configs.c.id == config["id"])
+        .values(deleted_at=utcnow())
+    )
+    receiver = Receiver()
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome == Outcome(Status.CANCELLED)
+    assert receiver.requests == []
+    assert await attempts_of(db, delivery_id) == []
+    assert (await delivery(db, delivery_id))["status"] == "cancelled"
+
+
+async def test_a_deleted_configuration_is_not_sent_to(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    delivery_id = await _delivery_id(db, config)
+    assert await configs.delete_config(db, config["client_id"], config["id"]) is not None
+    receiver = Receiver()
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome == Outcome(None)
+    assert receiver.requests == []
+    assert (await delivery(db, delivery_id))["status"] == "cancelled"
+
+
+async def test_a_delivery_that_is_not_due_or_is_leased_is_skipped(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    later = await new_delivery(db, config, next_attempt_at=utcnow() + timedelta(minutes=5))
+    leased = await new_delivery(db, config, lease_expires_at=utcnow() + timedelta(minutes=1))
+    receiver = Receiver()
+    deliverer = make_deliverer(receiver)
+
+    assert await deliverer.deliver(later) == Outcome(None)
+    assert await deliverer.deliver(leased) == Outcome(None)
+    assert receiver.requests == []
