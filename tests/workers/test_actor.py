@@ -1,0 +1,321 @@
+"""The `deliver` actor on Dramatiq's StubBroker and a real Worker, POSTing to a real
+receiver on 127.0.0.1: retries with growing gaps until delivered, a blocked target that
+fails at once, duplicate messages, and the per-process deliverer's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+import core.database
+import workers.actor
+from core.database import Database
+from core.settings import Settings, get_settings
+from tests.outbox.helpers import (
+    attempts_of,
+    connected,
+    delivery,
+    eventually,
+    isolated_database_url,
+    new_client_id,
+    new_config,
+    new_delivery,
+)
+from tests.servers import free_port
+from workers.actor import QUEUE_NAME
+from workers.broker import create_broker, enqueue_deliveries, start_worker
+from workers.errors import TargetBlocked
+
+MIN_BACKOFF_MS = 100
+DEADLINE_S = 15.0
+SPEC_HEADERS = (
+    "content-type",
+    "x-webhook-infermedica-token",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "user-agent",
+)
+
+
+@dataclass
+class Hit:
+    at: float
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A real HTTP receiver in the test's event loop that answers `statuses` in turn
+    (the last one repeats)."""
+
+    port: int
+    statuses: list[int] = field(default_factory=lambda: [200])
+    hits: list[Hit] = field(default_factory=list)
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/hook"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        hit = Hit(time.monotonic(), {k.lower(): v for k, v in request.headers.items()}, b"")
+        hit.body = await request.read()
+        self.hits.append(hit)
+        status = self.statuses[min(len(self.hits), len(self.statuses)) - 1]
+        return web.Response(status=status, text=f"answer {len(self.hits)}")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver(port=free_port())
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+    yield receiver
+    await runner.cleanup()
+
+
+@pytest.fixture
+def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    with isolated_database_url(database_url, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def allow_private() -> bool:
+    return True
+
+
+@pytest.fixture
+def actor_settings(
+    monkeypatch: pytest.MonkeyPatch, isolated_url: str, allow_private: bool
+) -> Iterator[Settings]:
+    """The worker reads its settings from the environment, once per process (cached)."""
+    env = {
+        "DATABASE_URL": isolated_url,
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "1" if allow_private else "0",
+        "WEBHOOKS_MAX_ATTEMPTS": "5",
+        "WEBHOOKS_MIN_BACKOFF_MS": str(MIN_BACKOFF_MS),
+        "WEBHOOKS_MAX_BACKOFF_MS": "2000",
+        "WEBHOOKS_REQUEST_TIMEOUT_S": "5",
+        "WEBHOOKS_WORKER_CONCURRENCY": "4",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+async def idb(isolated_url: str) -> AsyncIterator[Database]:
+    database = await connected(isolated_url)
+    yield database
+    await database.disconnect()
+
+
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test is a new worker process: `workers.actor._starting` is an asyncio.Lock that
+    binds to the first event loop it is contended on, and each Worker runs its own loop
+    (see `test_a_second_worker_in_the_process_starts_its_deliverer`)."""
+    assert workers.actor._deliverer is None
+    monkeypatch.setattr(workers.actor, "_starting", asyncio.Lock())
+
+
+@contextlib.asynccontextmanager
+async def _running_worker(threads: int = 2) -> AsyncIterator[dramatiq.Broker]:
+    """A StubBroker with the `deliver` actor and a running Worker; stopping the worker
+    closes the process's deliverer, so the next one starts afresh."""
+    broker = create_broker(None)
+    worker = start_worker(broker, threads=threads)
+    try:
+        yield broker
+    finally:
+        # The receiver lives in this loop: never block it while the worker may call it.
+        await asyncio.to_thread(worker.stop)
+        broker.close()
+    assert workers.actor._deliverer is None, "worker.stop() closes the deliverer"
+
+
+@pytest.fixture
+async def broker(actor_settings: Settings, fresh_process: None) -> AsyncIterator[dramatiq.Broker]:
+    async with _running_worker() as broker:
+        yield broker
+
+
+async def _all_delivered(db: Database, ids: list[str]) -> bool:
+    rows = [await delivery(db, delivery_id) for delivery_id in ids]
+    return all(row["status"] == "delivered" for row in rows)
+
+
+async def _wait_for_status(db: Database, delivery_id: str, status: str) -> dict[str, Any]:
+    async def reached() -> bool:
+        return bool((await delivery(db, delivery_id))["status"] == status)
+
+    await eventually(reached, timeout_s=DEADLINE_S)
+    return await delivery(db, delivery_id)
+
+
+async def test_a_flaky_receiver_gets_the_delivery_on_the_third_attempt(
+    broker: dramatiq.Broker, idb: Database, receiver: Receiver
+) -> None:
+    # Given a receiver that fails twice with 500 and then answers 200
+    receiver.statuses = [500, 500, 200]
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    delivery_id = await new_delivery(idb, config, content={"id": "s-1"})
+
+    # When the delivery is enqueued
+    enqueue_deliveries(broker, [delivery_id])
+
+    # Then it is delivered on the third attempt, after growing gaps
+    row = await _wait_for_status(idb, delivery_id, "delivered")
+    assert row["attempt_count"] == 3
+    assert row["delivered_at"] is not None and row["next_attempt_at"] is None
+    attempts = await attempts_of(idb, delivery_id)
+    assert [a["number"] for a in attempts] == [1, 2, 3]
+    assert [a["status_code"] for a in attempts] == [500, 500, 200]
+    assert [a["error"] for a in attempts] == ["http_status", "http_status", None]
+    assert [a["response_body"] for a in attempts] == [f"answer {n}" for n in (1, 2, 3)]
+    assert len(receiver.hits) == 3
+    first_gap = receiver.hits[1].at - receiver.hits[0].at
+    second_gap = receiver.hits[2].at - receiver.hits[1].at
+    assert first_gap >= MIN_BACKOFF_MS * 0.8 / 1000
+    assert second_gap >= 4 * MIN_BACKOFF_MS * 0.8 / 1000
+    assert second_gap > first_gap
+    started = [a["started_at"] for a in attempts]
+    assert started[2] - started[1] > started[1] - started[0]
+    # and every request was the same signed message
+    for hit in receiver.hits:
+        headers = {name: hit.headers[name] for name in SPEC_HEADERS}
+        assert headers["webhook-id"] == delivery_id
+        assert Webhook(config["signing_secret"]).verify(hit.body, headers) == {
+            "event_type": "survey_created",
+            "content": {"id": "s-1"},
+        }
+    assert len({hit.body for hit in receiver.hits}) == 1
+
+
+async def test_a_duplicate_message_sends_nothing_more(
+    broker: dramatiq.Broker, idb: Database, receiver: Receiver
+) -> None:
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    delivery_id = await new_delivery(idb, config)
+
+    enqueue_deliveries(broker, [delivery_id])
+    await _wait_for_status(idb, delivery_id, "delivered")
+    enqueue_deliveries(broker, [delivery_id, delivery_id])
+    await asyncio.to_thread(broker.join, QUEUE_NAME, timeout=int(DEADLINE_S * 1000))
+
+    assert len(receiver.hits) == 1
+    assert len(await attempts_of(idb, delivery_id)) == 1
+
+
+async def test_many_deliveries_share_one_deliverer(
+    broker: dramatiq.Broker, idb: Database, receiver: Receiver
+) -> None:
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    ids = [await new_delivery(idb, config) for _ in range(10)]
+
+    enqueue_deliveries(broker, ids)
+    for delivery_id in ids:
+        await _wait_for_status(idb, delivery_id, "delivered")
+
+    assert sorted(hit.headers["webhook-id"] for hit in receiver.hits) == sorted(ids)
+    assert workers.actor._deliverer is not None
+
+
+@pytest.mark.parametrize("allow_private", [False])
+async def test_a_blocked_target_fails_after_one_attempt(
+    broker: dramatiq.Broker, idb: Database, receiver: Receiver
+) -> None:
+    # Given private targets are refused and a configuration that points at 127.0.0.1
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    delivery_id = await new_delivery(idb, config)
+
+    # When the delivery is enqueued
+    enqueue_deliveries(broker, [delivery_id])
+
+    # Then the actor gives up at once: Dramatiq does not retry the message
+    with pytest.raises(TargetBlocked):
+        await asyncio.to_thread(broker.join, QUEUE_NAME, timeout=int(DEADLINE_S * 1000))
+    row = await delivery(idb, delivery_id)
+    assert row["status"] == "failed"
+    assert row["next_attempt_at"] is None
+    [attempt] = await attempts_of(idb, delivery_id)
+    assert (attempt["number"], attempt["status_code"], attempt["error"]) == (
+        1,
+        None,
+        "blocked_target",
+    )
+    assert receiver.hits == []
+
+
+async def test_the_body_is_sent_as_stored(
+    broker: dramatiq.Broker, idb: Database, receiver: Receiver
+) -> None:
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    delivery_id = await new_delivery(
+        idb, config, event_type="survey_finished", content={"answers": {"q": "ü"}}
+    )
+
+    enqueue_deliveries(broker, [delivery_id])
+    row = await _wait_for_status(idb, delivery_id, "delivered")
+
+    [hit] = receiver.hits
+    assert hit.body == row["body"].encode()
+    assert json.loads(hit.body) == {
+        "event_type": "survey_finished",
+        "content": {"answers": {"q": "ü"}},
+    }
+
+
+async def test_a_second_worker_in_the_process_starts_its_deliverer(
+    actor_settings: Settings,
+    fresh_process: None,
+    idb: Database,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a database that takes a moment to connect (as a remote one does), so that
+    # the first messages of a worker wait for the deliverer together
+    open_database = core.database.open_database
+
+    def slow_to_connect(url: str, **options: Any) -> Database:
+        database = open_database(url, **options)
+        connect = database.connect
+
+        async def connect_slowly() -> None:
+            await asyncio.sleep(0.05)
+            await connect()
+
+        setattr(database, "connect", connect_slowly)  # noqa: B010 - a method, replaced
+        return database
+
+    monkeypatch.setattr(workers.actor, "open_database", slow_to_connect)
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+
+    # When one worker runs and stops, and then another starts in the same process
+    # (each Worker boots its own event loop), each getting several messages at once
+    for _ in range(2):
+        ids = [await new_delivery(idb, config) for _ in range(4)]
+        async with _running_worker(threads=4) as broker:
+            enqueue_deliveries(broker, ids)
+
+            # Then both deliver promptly
+            await eventually(partial(_all_delivered, idb, ids), timeout_s=5)
