@@ -338,3 +338,31 @@ async def test_a_redis_wakeup_without_redis_neither_blocks_nor_raises() -> None:
     finally:
         await asyncio.sleep(0.05)
         await wakeup.close()
+
+
+async def _connections(redis_url: str) -> int:
+    """Connections to the server, other than the one asking."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return len(await client.client_list()) - 1
+    finally:
+        await client.aclose()
+
+
+async def test_closing_a_redis_wakeup_right_after_notify_leaves_no_connection(
+    redis: RedisServer,
+) -> None:
+    # As `web` does on shutdown: requests have just notified, then the app closes
+    baseline = await _connections(redis.url)
+    wakeup = RedisWakeup(redis.url)
+    try:
+        for _ in range(3):
+            wakeup.notify()
+        await wakeup.close()
+        await asyncio.sleep(0.2)
+
+        assert await _connections(redis.url) == baseline
+    finally:
+        # Close what the publishes opened after close(), so that no unclosed socket
+        # outlives this test.
+        await wakeup._redis.connection_pool.disconnect()

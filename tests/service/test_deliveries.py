@@ -381,6 +381,8 @@ def _b64(text: str) -> str:
         _b64("2024-01-01T00:00:00|" + str(uuid.uuid4())),
         base64.urlsafe_b64encode(b"\xff\xfe|x").decode(),
         "x" * 600,
+        _b64("2024-01-01T00:00:00+00:00|\x00"),
+        _b64("2024-01-01T00:00:00+00:00|not a delivery id"),
     ],
 )
 async def test_a_garbage_cursor_is_a_422(
@@ -458,6 +460,18 @@ async def test_a_delivery_of_another_configuration_is_not_found(
     assert (await delivery(db, of_sibling))["status"] == "failed"
     assert (await delivery(db, of_theirs))["status"] == "failed"
     assert enqueued == []
+
+
+@pytest.mark.parametrize("delivery_id", ["not-a-uuid", "%00", "1%20OR%201=1"])
+async def test_a_malformed_delivery_id_is_not_found(
+    api: httpx.AsyncClient, client: dict[str, str], delivery_id: str
+) -> None:
+    config = await _config(api, client)
+    for method, path in [
+        ("GET", f"{_base(config)}/deliveries/{delivery_id}"),
+        ("POST", f"{_base(config)}/deliveries/{delivery_id}/redeliver"),
+    ]:
+        assert_error(await api.request(method, path, headers=_h(client)), 404)
 
 
 async def test_a_deleted_configurations_audit_is_not_found(

@@ -3,6 +3,7 @@ one event per change, committed in the same transaction as the change."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -191,6 +192,31 @@ async def test_completing_twice_is_a_conflict_and_emits_nothing(
     assert [row["event_type"] for row in rows] == ["survey_created", "survey_finished"]
     shown = await api.get(url, headers=_headers(client))
     assert shown.json() == first.json(), "the second PATCH changed nothing"
+
+
+async def test_concurrent_completions_emit_one_event(
+    api: httpx.AsyncClient, app: Starlette, client: dict[str, str]
+) -> None:
+    created = await _create(api, client)
+    url = f"{SURVEYS}/{created['id']}"
+
+    responses = await asyncio.gather(
+        *(
+            api.patch(
+                url, json={"status": "completed", "answers": {"n": n}}, headers=_headers(client)
+            )
+            for n in range(6)
+        )
+    )
+
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [200, 409, 409, 409, 409, 409]
+    [winner] = [response.json() for response in responses if response.status_code == 200]
+    rows = await outbox_rows(_db(app), client["id"])
+    assert [row["event_type"] for row in rows] == ["survey_created", "survey_finished"]
+    assert rows[1]["content"] == winner
+    shown = await api.get(url, headers=_headers(client))
+    assert shown.json() == winner
 
 
 # --- ownership and absence -------------------------------------------------------------

@@ -13,12 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from core import configs
 from core.clock import utcnow
 from core.configs import new_signing_secret
-from core.database import Database
+from core.database import Database, record_dict
 from core.settings import Settings
 from core.tables import webhook_configs
 from tests.conftest import make_settings
@@ -473,3 +474,70 @@ async def test_a_delivery_that_is_not_due_or_is_leased_is_skipped(
     assert await deliverer.deliver(later) == Outcome(None)
     assert await deliverer.deliver(leased) == Outcome(None)
     assert receiver.requests == []
+
+
+# --- endpoint health (SPEC 9) -------------------------------------------------------------
+
+
+async def _config_row(db: Database, config_id: str) -> dict[str, Any]:
+    row = await db.fetch_one(sa.select(webhook_configs).where(webhook_configs.c.id == config_id))
+    assert row is not None
+    return record_dict(row)
+
+
+async def test_a_410_disables_the_configuration_and_holds_the_delivery(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    receiver = Receiver([httpx.Response(410, text="gone")])
+    delivery_id = await _delivery_id(db, config)
+
+    outcome = await make_deliverer(receiver).deliver(delivery_id)
+
+    assert outcome.status == Status.HELD
+    row = await delivery(db, delivery_id)
+    assert (row["status"], row["next_attempt_at"], row["attempt_count"]) == ("held", None, 1)
+    [attempt] = await attempts_of(db, delivery_id)
+    assert (attempt["status_code"], attempt["error"]) == (410, "http_status")
+    stored = await _config_row(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (False, "gone")
+
+
+async def test_failing_for_longer_than_disable_after_disables_the_configuration(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given a configuration whose deliveries have been failing for a while
+    deliverer = make_deliverer(Receiver([httpx.Response(500)]), WEBHOOKS_DISABLE_AFTER_S=3600)
+    first = await _delivery_id(db, config)
+    await deliverer.deliver(first)
+    failing_since = (await _config_row(db, config["id"]))["failing_since"]
+    assert failing_since is not None
+    assert (await _config_row(db, config["id"]))["enabled"] is True
+
+    # When a failure comes more than WEBHOOKS_DISABLE_AFTER_S after the first one
+    await db.execute(
+        webhook_configs.update()
+        .where(webhook_configs.c.id == config["id"])
+        .values(failing_since=failing_since - timedelta(hours=1, seconds=1))
+    )
+    await deliverer.deliver(await _delivery_id(db, config))
+
+    # Then the configuration is disabled as failing, and its next delivery is held
+    stored = await _config_row(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (False, "failing")
+    await make_due(db, first)
+    assert await deliverer.deliver(first) == Outcome(Status.HELD)
+
+
+async def test_a_success_ends_the_failing_streak(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    deliverer = make_deliverer(Receiver([httpx.Response(500), httpx.Response(200)]))
+    delivery_id = await _delivery_id(db, config)
+
+    await deliverer.deliver(delivery_id)
+    assert (await _config_row(db, config["id"]))["failing_since"] is not None
+    await make_due(db, delivery_id)
+    await deliverer.deliver(delivery_id)
+
+    stored = await _config_row(db, config["id"])
+    assert (stored["enabled"], stored["failing_since"]) == (True, None)
