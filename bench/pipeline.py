@@ -22,6 +22,7 @@ from bench.progress import Progress
 from bench.stats import Percentiles, percentiles
 
 PROGRESS_INTERVAL_S = 0.25
+DRAIN_MIN_DELIVERIES = 50
 SUBSCRIBED = ["survey_created"]
 
 Check = Callable[[], None]
@@ -59,6 +60,19 @@ class Run:
     @property
     def deliveries_per_s(self) -> float:
         return self.received / self.window_s if self.window_s > 0 else 0.0
+
+    @property
+    def drain_per_s(self) -> float | None:
+        """Deliveries per second after the last creation was answered, if a backlog of at
+        least `DRAIN_MIN_DELIVERIES` remained: the delivery side alone, with the API no
+        longer competing for the CPUs."""
+        if not self.created:
+            return None
+        last_created = max(c.acked_s for c in self.created)
+        after = [r.at_s for r in self.receipts if r.at_s > last_created]
+        if len(after) < DRAIN_MIN_DELIVERIES:
+            return None
+        return len(after) / (max(after) - last_created)
 
     @property
     def creations_per_s(self) -> float:

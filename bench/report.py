@@ -43,6 +43,9 @@ class Report:
     paced: Run | None = None
     idle: Run | None = None
     endpoints: EndpointRates | None = None
+    saturated_cpu_s: dict[str, float | None] = field(default_factory=dict)
+    baseline_cpu_s: dict[str, float | None] = field(default_factory=dict)
+    load_average: tuple[float, float] = (0.0, 0.0)
     worker_rss_before_mb: list[float | None] = field(default_factory=list)
     worker_rss_after_mb: list[float | None] = field(default_factory=list)
 
@@ -62,6 +65,32 @@ class Report:
     def ratio(self) -> float:
         base = self.baseline_posts_per_s
         return self.deliveries_per_s / base if base else 0.0
+
+    def cpu_ms_per_post(self) -> float | None:
+        """CPU of the plain client and the receiver per baseline POST."""
+        parts = [self.baseline_cpu_s.get("bench"), self.baseline_cpu_s.get("receiver")]
+        if self.baseline is None or not self.baseline.posts or None in parts:
+            return None
+        return sum(p for p in parts if p is not None) / self.baseline.posts * 1000
+
+    def cpu_ms_per_delivery(self) -> dict[str, float]:
+        """CPU per delivery of each process of the pipeline (the load generator, `bench`,
+        left out) and their `total`, in the saturated phase."""
+        received = self.saturated.received if self.saturated else 0
+        if not received:
+            return {}
+        per = {
+            name: value / received * 1000
+            for name, value in self.saturated_cpu_s.items()
+            if value is not None and name != "bench"
+        }
+        return {**per, "total": sum(per.values())}
+
+    def cpu_bound_ratio(self) -> float | None:
+        """Baseline CPU per POST over pipeline CPU per delivery: the ratio this machine
+        would show if nothing else ran on it, as both sides were CPU-bound."""
+        post, delivery = self.cpu_ms_per_post(), self.cpu_ms_per_delivery().get("total")
+        return post / delivery if post and delivery else None
 
     def _latency(self, run: Run | None, *, since_ack: bool = False) -> Percentiles:
         empty = Percentiles(None, None, None, None, 0)
@@ -99,6 +128,12 @@ class Report:
             "deliveries_per_s": _round(self.deliveries_per_s),
             "ratio": _round(self.ratio, 3),
             "creations_per_s": _round(saturated.creations_per_s if saturated else None),
+            "drain_per_s": _round(saturated.drain_per_s if saturated else None),
+            "saturated_window_s": _round(saturated.window_s if saturated else None, 2),
+            "saturated_cpu_s": {k: _round(v, 2) for k, v in self.saturated_cpu_s.items()},
+            "cpu_ms_per_delivery": {k: _round(v, 2) for k, v in self.cpu_ms_per_delivery().items()},
+            "baseline_cpu_ms_per_post": _round(self.cpu_ms_per_post(), 3),
+            "cpu_bound_ratio": _round(self.cpu_bound_ratio(), 3),
             "surveys": len(saturated.created) if saturated else 0,
             "deliveries_expected": saturated.expected if saturated else 0,
             "deliveries_received": saturated.received if saturated else 0,
@@ -118,6 +153,7 @@ class Report:
                 "after": [_round(v) for v in self.worker_rss_after_mb],
             },
             "targets": self.targets(),
+            "load_average_1m": [round(v, 2) for v in self.load_average],
             "elapsed_s": _round(self.elapsed_s),
         }
 
@@ -140,7 +176,18 @@ class Report:
                 f"({data['deliveries_received']}/{data['deliveries_expected']}"
                 f"{'' if data['complete'] else ', INCOMPLETE'}, {data['duplicates']} repeated)",
             ),
+            ("  after the last creation (drain)", f"{_num(data['drain_per_s'])} /s"),
             ("ratio deliveries / baseline", f"{data['ratio'] * 100:.1f} %"),
+            (
+                f"CPU s while saturated ({data['saturated_window_s']} s)",
+                _cpu(data["saturated_cpu_s"]),
+            ),
+            ("CPU ms per delivery", _cpu(data["cpu_ms_per_delivery"], digits=2)),
+            (
+                "CPU ms per baseline POST",
+                f"{data['baseline_cpu_ms_per_post']} (client + receiver)",
+            ),
+            ("ratio of CPU costs (POST / delivery)", _percent(data["cpu_bound_ratio"])),
             (
                 f"latency at half rate ({_num(data['latency_rate_per_s'])}/s)",
                 _pcts(latency),
@@ -152,6 +199,7 @@ class Report:
             ("PATCH /surveys/{id} (complete)", f"{_num(data['completions_per_s'])} /s"),
             ("ratio PATCH / GET", _percent(data["completion_ratio"])),
             ("worker RSS before -> after", _rss(data["worker_rss_mb"])),
+            ("load average (1 min) start, end", _loads(data["load_average_1m"])),
             ("elapsed", f"{data['elapsed_s']} s"),
         ]
         width = max(len(label) for label, _ in rows)
@@ -183,6 +231,16 @@ def _pcts(values: dict[str, Any]) -> str:
         f"p50 {values['p50']:.0f} ms  p95 {values['p95']:.0f} ms  "
         f"p99 {values['p99']:.0f} ms  (n={values['samples']})"
     )
+
+
+def _cpu(values: dict[str, float | None], *, digits: int = 1) -> str:
+    return "  ".join(
+        f"{name} {'-' if v is None else f'{v:.{digits}f}'}" for name, v in values.items()
+    )
+
+
+def _loads(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
 
 
 def _rss(values: dict[str, list[float | None]]) -> str:

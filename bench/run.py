@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import time
@@ -65,7 +66,7 @@ QUICK = Sizes(
     idle_surveys=6,
     idle_pause_s=0.2,
     completions=300,
-    drain_timeout_s=15.0,
+    drain_timeout_s=12.0,
 )
 FULL = Sizes(
     deliveries=5000,
@@ -99,13 +100,14 @@ def worker_concurrency_default() -> int:
     return int(value) if value and value.isdigit() else DEFAULT_WORKER_CONCURRENCY
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM as if Ctrl-C: `asyncio.run` then cancels the measurement cleanly."""
+    signal.raise_signal(signal.SIGINT)
 
 
 def run(options: Options) -> Report:
     """Start everything, measure, stop everything; the report."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     progress = Progress(enabled=options.show_progress)
     try:
         with ExitStack() as stack:
@@ -117,11 +119,17 @@ def run(options: Options) -> Report:
 
 def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     work_dir = stack.enter_context(temp_dir())
     log_dir = options.log_dir or work_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     progress.step("setup", "redis, database, receiver")
-    redis_url = options.redis_url or stack.enter_context(private_redis(work_dir))
+    observed: list[Child] = []
+    if options.redis_url:
+        redis_url = options.redis_url
+    else:
+        redis = stack.enter_context(private_redis(work_dir))
+        redis_url, observed = redis.url, [redis.child]
     if options.database_url:
         database_url = stack.enter_context(fresh_postgres(options.database_url))
     else:
@@ -138,11 +146,16 @@ def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
     keys = (create_api_key(env, "bench"), create_api_key(env, "bench-completions"))
     progress.step("setup", f"web, poller, {options.workers} worker(s)")
     service = stack.enter_context(procfile_service(env, log_dir, workers=options.workers))
+    observed = [*service.processes, receiver.child, *observed]
     try:
-        report = asyncio.run(_measure(options, service, receiver.base_url, keys, progress))
+        report = asyncio.run(
+            _measure(options, service, observed, receiver.base_url, keys, progress)
+        )
     except BenchError as exc:
-        raise BenchError(f"{exc}\n(logs of the run: {log_dir})") from exc
+        where = f"logs in {log_dir}" if options.log_dir else "use --log-dir to keep the logs"
+        raise BenchError(f"{exc}\n{service.log_tails()}\n({where})") from exc
     report.database = "postgresql" if options.database_url else "sqlite"
+    report.load_average = (load_before, os.getloadavg()[0])
     report.elapsed_s = time.monotonic() - started
     return report
 
@@ -150,6 +163,7 @@ def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
 async def _measure(
     options: Options,
     service: Service,
+    observed: list[Child],
     receiver_url: str,
     keys: tuple[str, str],
     progress: Progress,
@@ -165,11 +179,12 @@ async def _measure(
         ):
             report = Report.start(options)
             configs = await pipeline.create_configs(api, receiver_url, fanout=options.fanout)
-            await _warm_up(api, receiver, options, progress)
-            await _baselines(report, receiver, options, progress)
+            await _warm_up(api, receiver, options, check, progress)
+            await _baselines(report, receiver, observed, options, progress)
             report.worker_rss_before_mb = _rss(service)
 
             surveys = max(1, -(-sizes.deliveries // options.fanout))
+            cpu_before = _cpu_s(observed)
             with _profiling(service, options.profile_dir):
                 saturated = await pipeline.saturate(
                     api,
@@ -182,6 +197,7 @@ async def _measure(
                     progress=progress,
                 )
             report.saturated = saturated
+            report.saturated_cpu_s = _minus(_cpu_s(observed), cpu_before)
 
             half_rate = max(1.0, saturated.deliveries_per_s / 2 / options.fanout)
             report.paced = await pipeline.paced(
@@ -226,7 +242,11 @@ async def _measure(
 
 
 async def _warm_up(
-    api: Api, receiver: ReceiverClient, options: Options, progress: Progress
+    api: Api,
+    receiver: ReceiverClient,
+    options: Options,
+    check: pipeline.Check,
+    progress: Progress,
 ) -> None:
     """A few surveys end to end: proves the pipeline works and opens every pool."""
     progress.step("warm-up", f"{WARMUP_SURVEYS} surveys end to end")
@@ -237,7 +257,7 @@ async def _warm_up(
         fanout=options.fanout,
         concurrency=min(options.api_concurrency, WARMUP_SURVEYS),
         drain_timeout_s=WARMUP_TIMEOUT_S,
-        check=lambda: None,
+        check=check,
         progress=progress,
         label="warm-up",
     )
@@ -249,15 +269,21 @@ async def _warm_up(
 
 
 async def _baselines(
-    report: Report, receiver: ReceiverClient, options: Options, progress: Progress
+    report: Report,
+    receiver: ReceiverClient,
+    observed: list[Child],
+    options: Options,
+    progress: Progress,
 ) -> None:
     url = f"{receiver.base_url}/baseline"
     concurrency = options.workers * options.worker_concurrency
     report.baseline_concurrency = concurrency
     await receiver.reset()
+    cpu_before = _cpu_s(observed)
     report.baseline = await baseline.drive_aiohttp(
         url, concurrency=concurrency, duration_s=options.sizes.baseline_s, progress=progress
     )
+    report.baseline_cpu_s = _minus(_cpu_s(observed), cpu_before)
     received = await receiver.distinct()
     if received < report.baseline.posts:
         raise BenchError(f"baseline: {report.baseline.posts} sent, {received} received")
@@ -268,13 +294,32 @@ async def _baselines(
     await receiver.reset()
 
 
+def _cpu_s(children: list[Child]) -> dict[str, float | None]:
+    """CPU seconds used so far by each process, this one as `bench`."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        **{child.name: child.cpu_s() for child in children},
+        "bench": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def _minus(
+    after: dict[str, float | None], before: dict[str, float | None]
+) -> dict[str, float | None]:
+    difference: dict[str, float | None] = {}
+    for name, value in after.items():
+        start = before.get(name)
+        difference[name] = None if value is None or start is None else value - start
+    return difference
+
+
 def _rss(service: Service) -> list[float | None]:
     return [worker.rss_mb() for worker in service.workers()]
 
 
 @contextmanager
 def _profiling(service: Service, profile_dir: Path | None) -> Iterator[None]:
-    """`py-spy record` on web, the poller and the first worker for the duration."""
+    """`py-spy record --gil` on web, the poller and the first worker for the duration."""
     if profile_dir is None:
         yield
         return
@@ -285,7 +330,9 @@ def _profiling(service: Service, profile_dir: Path | None) -> Iterator[None]:
     targets = [child for child in service.processes if child.name in {"web", "poller", "worker1"}]
     with ExitStack() as stack:
         for target in targets:
-            argv = [py_spy, "record", "--pid", str(target.pid), "--rate", "200"]
+            # --gil: the thread that holds the GIL, i.e. where the Python CPU goes;
+            # without it py-spy counts threads waiting on locks as busy.
+            argv = [py_spy, "record", "--pid", str(target.pid), "--rate", "100", "--gil"]
             argv += ["--format", "raw", "--output", str(profile_dir / f"{target.name}.txt")]
             profiler = Child(
                 f"py-spy-{target.name}",

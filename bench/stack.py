@@ -123,6 +123,15 @@ class Child:
         with suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
+    def cpu_s(self) -> float | None:
+        """User + system CPU seconds so far (Linux `/proc`), None where unknown."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float | None:
         """Resident memory (Linux `/proc`), None where unknown."""
         try:
@@ -155,9 +164,15 @@ def temp_dir() -> Iterator[Path]:
 # -- Redis --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RedisProcess:
+    child: Child
+    url: str
+
+
 @contextmanager
-def private_redis(work_dir: Path) -> Iterator[str]:
-    """A `redis-server` of our own on a free port, no persistence; yields its URL."""
+def private_redis(work_dir: Path) -> Iterator[RedisProcess]:
+    """A `redis-server` of our own on a free port, no persistence."""
     if shutil.which("redis-server") is None:
         raise BenchError("redis-server is not installed: install it or pass --redis-url")
     port = free_port()
@@ -172,7 +187,7 @@ def private_redis(work_dir: Path) -> Iterator[str]:
             return _port_open(port)
 
         wait_until(listening, timeout_s=10, what="redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield RedisProcess(child, f"redis://127.0.0.1:{port}/0")
 
 
 # -- PostgreSQL ---------------------------------------------------------------------
@@ -286,6 +301,12 @@ class Service:
                 return False
 
         wait_until(healthy, timeout_s=START_TIMEOUT_S, what="web to answer /healthz")
+
+    def log_tails(self, *, lines: int = 8) -> str:
+        return "\n".join(
+            f"-- {child.name} (last lines)\n" + "\n".join(child.log_tail().splitlines()[-lines:])
+            for child in self.processes
+        )
 
     def stop(self) -> None:
         # Web first, so nothing new is written; then the poller; workers last.
