@@ -82,6 +82,8 @@ class RedisWakeup(LocalWakeup):
             await asyncio.sleep(1)
 
     async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -8,7 +8,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,10 +61,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created_at, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         moment = datetime.fromisoformat(created_at)
-    except (ValueError, binascii.Error, UnicodeError):
+        delivery_id = str(uuid.UUID(delivery_id))
+        if moment.tzinfo is None:
+            raise ValueError("naive time")
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError, binascii.Error, UnicodeError):
         raise BadCursor(cursor) from None
-    if moment.tzinfo is None:
-        raise BadCursor(cursor)
     return moment, delivery_id
 
 

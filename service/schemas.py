@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -151,6 +152,15 @@ class SurveyUpdate(Strict):
     answers: dict[str, Any] | None = None
 
 
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("is outside the range of UTC times") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled", "held"]
 
 
@@ -159,8 +169,8 @@ class DeliveryQuery(Strict):
 
     status: DeliveryStatus | None = None
     event_type: Literal["survey_created", "survey_finished", "ping"] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
     limit: int = Field(50, ge=1, le=100)
     cursor: str | None = Field(None, max_length=512)
 
@@ -201,8 +211,8 @@ class Accepted(BaseModel):
 
 
 class RecoverRequest(Strict):
-    since: AwareDatetime
-    until: AwareDatetime | None = None
+    since: UtcDatetime
+    until: UtcDatetime | None = None
 
 
 class Recovered(BaseModel):
