@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     RootModel,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from core.events import EventType
@@ -45,7 +46,10 @@ def _fold_duplicates(events: list[EventType]) -> list[EventType]:
 
 
 WebhookUrl = Annotated[
-    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_check_url)
+    str,
+    StringConstraints(max_length=MAX_URL_LENGTH, pattern=r"^[hH][tT][tT][pP][sS]?://"),
+    AfterValidator(_check_url),
+    WithJsonSchema({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH}),
 ]
 # 16-256 printable ASCII characters, no space: it goes into an HTTP header.
 AuthorizationToken = Annotated[
