@@ -7,5 +7,6 @@ created through the API, deliveries counted at the receiver).
 
 Modules: `cli` (options), `run` (one run, set-up to teardown), `stack` (the processes
 it starts and always stops), `receiver`, `baseline`, `pipeline` (the phases), `api`
-(the client side), `stats`, `report`, `progress`.
+(the client side), `stats`, `report`, `progress`, and `profile`, which summarises
+the py-spy stacks that `--profile DIR` records.
 """

@@ -2,13 +2,15 @@
 `python -m bench.profile DIR [--top N]`.
 
 For each `<process>.txt` it prints where the samples end (self time by package, then by
-function) and the service's own functions by inclusive time, each as a share of the
-process's samples. py-spy leaves idle threads out, so the shares are of busy time.
+function), the service's own functions by inclusive time, and the library calls the
+service makes by inclusive time, each as a share of the process's samples. The bench
+records with `--gil`, so the shares are of the time a thread held the GIL: Python CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -45,11 +47,12 @@ class Profile:
     self_by_package: Counter[str]
     self_by_function: Counter[str]
     inclusive_service: Counter[str]
+    inclusive_library: Counter[str]
 
 
 def load(path: Path) -> Profile:
     """Read py-spy's raw (collapsed) format: `frame;frame;... count` per line."""
-    profile = Profile(0, Counter(), Counter(), Counter())
+    profile = Profile(0, Counter(), Counter(), Counter(), Counter())
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -62,7 +65,19 @@ def load(path: Path) -> Profile:
         profile.self_by_function[str(leaf)] += count
         for name in {str(f) for f in frames if f.package in SERVICE_PACKAGES}:
             profile.inclusive_service[name] += count
+        for name in _entry_points(frames):
+            profile.inclusive_library[name] += count
     return profile
+
+
+def _entry_points(frames: list[Frame]) -> set[str]:
+    """The first frame of each run of library frames called from the service's code: the
+    library calls the service makes (`databases` execute, `httpx` send, ...)."""
+    entries = set()
+    for caller, callee in itertools.pairwise(frames):
+        if caller.package in SERVICE_PACKAGES and callee.package not in SERVICE_PACKAGES:
+            entries.add(str(callee))
+    return entries
 
 
 def _lines(title: str, counter: Counter[str], total: int, top: int) -> list[str]:
@@ -78,6 +93,9 @@ def summary(name: str, profile: Profile, *, top: int) -> str:
     lines += _lines("self time by package", profile.self_by_package, total, top)
     lines += _lines("self time by function", profile.self_by_function, total, top)
     lines += _lines("service functions, inclusive", profile.inclusive_service, total, top)
+    lines += _lines(
+        "library calls from the service, inclusive", profile.inclusive_library, total, top
+    )
     return "\n".join(lines)
 
 

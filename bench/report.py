@@ -182,7 +182,11 @@ class Report:
                 f"CPU s while saturated ({data['saturated_window_s']} s)",
                 _cpu(data["saturated_cpu_s"]),
             ),
-            ("CPU ms per delivery", _cpu(data["cpu_ms_per_delivery"], digits=2)),
+            (
+                "CPU ms per delivery"
+                + (" (PostgreSQL not counted)" if data["database"] == "postgresql" else ""),
+                _cpu(data["cpu_ms_per_delivery"], digits=2),
+            ),
             (
                 "CPU ms per baseline POST",
                 f"{data['baseline_cpu_ms_per_post']} (client + receiver)",

@@ -69,13 +69,13 @@ QUICK = Sizes(
     drain_timeout_s=12.0,
 )
 FULL = Sizes(
-    deliveries=5000,
+    deliveries=3000,
     baseline_s=5.0,
     baseline_httpx_s=3.0,
     paced_s=10.0,
-    idle_surveys=20,
+    idle_surveys=15,
     idle_pause_s=0.5,
-    completions=2000,
+    completions=1000,
     drain_timeout_s=120.0,
 )
 
@@ -101,7 +101,10 @@ def worker_concurrency_default() -> int:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM as if Ctrl-C: `asyncio.run` then cancels the measurement cleanly."""
+    """SIGTERM as if Ctrl-C: `asyncio.run` then cancels the measurement cleanly. Where
+    SIGINT is ignored (a background job of a script), the interrupt is raised here."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        raise KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 
