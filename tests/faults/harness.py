@@ -146,9 +146,16 @@ class FaultStack(Stack):
         return [*self.retired, *self.processes.values()]
 
     def assert_alive(self) -> None:
+        """Every process that the test did not kill still runs."""
         for process in self.processes.values():
             code = process.popen.poll()
-            assert code is None, f"{process.name} exited with {code}:\n{process.log()[-3000:]}"
+            if code is None:
+                continue
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            raise AssertionError(
+                f"{process.name} ended ({how}), which no fault of this test does:\n"
+                f"{process.log()[-3000:]}"
+            )
 
     def log_sizes(self) -> dict[Path, int]:
         return {p.log_path: p.log_path.stat().st_size for p in self.all_processes()}
@@ -234,6 +241,24 @@ def create_tenant(stack: Stack, receiver: Receiver, name: str) -> Tenant:
             assert response.status_code == 201, response.text
             configs[prefix + suffix] = response.json()
     return Tenant(created["id"], created["api_key"], prefix, configs)
+
+
+def create_survey(base_url: str, tenant: Tenant) -> str:
+    response = httpx.post(
+        base_url + "/api/v2/surveys", json={"patient_id": "p"}, headers=tenant.headers, timeout=30
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def accepted(receiver: FaultReceiver, tenant: Tenant, survey_id: str) -> bool:
+    """Whether the receiver accepted the `survey_created` event of `survey_id`."""
+    return any(
+        item.accepted
+        and item.json()["event_type"] == "survey_created"
+        and item.json()["content"]["id"] == survey_id
+        for item in receiver.answered(tenant.prefix)
+    )
 
 
 class Traffic(threading.Thread):
@@ -456,9 +481,12 @@ class Figures:
     duplicates: int
     refused: int
     swept: int
+    api_errors: int
+    """Survey creations and completions that the API refused or did not answer."""
     converge_s: float | None
     """From the end of the fault to every delivery delivered; None if it never did."""
     after_last_event_s: float | None
+    note: str = ""
 
 
 COLUMNS = (
@@ -470,8 +498,10 @@ COLUMNS = (
     ("duplicates", "duplicates"),
     ("refused", "503/timeout"),
     ("swept", "swept"),
+    ("api_errors", "API errors"),
     ("converge_s", "converge s (fault end)"),
     ("after_last_event_s", "converge s (last event)"),
+    ("note", "note"),
 )
 
 
@@ -523,12 +553,15 @@ def converge(
     tenant: Tenant,
     *,
     timeout_s: float,
+    check: Callable[[], None],
     poll_s: float = 0.25,
 ) -> Outcome:
     """Wait until the tenant's deliveries are all delivered and every expected pair was
-    accepted by the receiver; the outcome as it stands at that moment or at `timeout_s`."""
+    accepted by the receiver; the outcome as it stands at that moment or at `timeout_s`.
+    `check` runs on every round (to fail at once if a process died, say)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        check()
         state = view.tenant(tenant.client_id)
         now = time.monotonic()
         saw = seen(receiver, tenant)
@@ -540,7 +573,14 @@ def converge(
 
 
 def figures(
-    fault: str, outcome: Outcome, *, fault_ended_at: float, last_event_at: float, swept: int
+    fault: str,
+    outcome: Outcome,
+    *,
+    fault_ended_at: float,
+    last_event_at: float,
+    swept: int,
+    api_errors: int,
+    note: str = "",
 ) -> Figures:
     done = outcome.converged_at
     return Figures(
@@ -552,8 +592,10 @@ def figures(
         duplicates=outcome.seen.duplicates,
         refused=outcome.seen.refused,
         swept=swept,
+        api_errors=api_errors,
         converge_s=None if done is None else max(0.0, done - fault_ended_at),
         after_last_event_s=None if done is None else max(0.0, done - last_event_at),
+        note=note,
     )
 
 
@@ -570,4 +612,5 @@ def explain(outcome: Outcome, limit: int = 10) -> str:
     )
 
 
-Inject = Callable[[], None]
+Inject = Callable[[], str]
+"""Injects a fault and returns when it is over, with a note for the figures."""

@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 import redis
@@ -33,9 +34,12 @@ from tests.faults.harness import (
     Mode,
     Outcome,
     Report,
+    Tenant,
     Traffic,
+    accepted,
     attempts_since,
     converge,
+    create_survey,
     create_tenant,
     explain,
     figures,
@@ -58,10 +62,15 @@ SETTINGS = {
 }
 SURVEYS = 200  # and every other one completed: 300 events, 500 deliveries a scenario
 RATE_PER_S = 25.0
-INJECT_AFTER_SURVEYS = 60
+# Faults are injected late enough to end near the end of the traffic (so that "fault end
+# to converged" measures the recovery) and early enough to leave a second or two of
+# traffic after them (so that every process is seen working again).
+INJECT_AFTER_SURVEYS = 100
 CONVERGE_TIMEOUT_S = 120.0
+PROBE_TIMEOUT_S = 30.0
 BACKLOG_MESSAGES = 20
-QUEUE_HASHES = ("dramatiq:deliveries.msgs", "dramatiq:deliveries.DQ.msgs")
+# Dramatiq's Redis lists of message ids that no worker has fetched yet (ready, delayed).
+QUEUE_LISTS = ("dramatiq:deliveries", "dramatiq:deliveries.DQ")
 DB_CONFLICT_WORDS = ("IntegrityError", "UniqueViolation")
 
 
@@ -87,9 +96,10 @@ class Env:
         return self.private_redis
 
     def queued(self) -> int:
-        """Messages Redis holds for the workers (ready, delayed or unacknowledged)."""
+        """Messages in Redis that no worker has fetched yet: what a FLUSHALL loses for good
+        (prefetched messages live on in the workers' memory)."""
         with redis.Redis.from_url(self.redis.url) as client:
-            return sum(int(client.hlen(name)) for name in QUEUE_HASHES)
+            return sum(int(client.llen(name)) for name in QUEUE_LISTS)
 
     def restore(self) -> None:
         """Undo whatever a failed scenario may have left: a paused or stopped Redis, a
@@ -167,20 +177,27 @@ def run_fault(
     # When the fault is injected while events flow
     traffic.wait_created(inject_after)
     try:
-        inject()
+        note = inject()
     finally:
         env.restore()
     fault_ended_at = time.monotonic()
-    after_fault = env.stack.log_sizes()
     traffic.finish()
     # Then every delivery converges to `delivered` and every pair reached the receiver
-    outcome = converge(env.audit, env.receiver, tenant, timeout_s=CONVERGE_TIMEOUT_S)
+    outcome = converge(
+        env.audit,
+        env.receiver,
+        tenant,
+        timeout_s=CONVERGE_TIMEOUT_S,
+        check=env.stack.assert_alive,
+    )
     row = figures(
         fault,
         outcome,
         fault_ended_at=fault_ended_at,
         last_event_at=max(traffic.last_event_at, fault_ended_at),
         swept=swept_since(env.stack, before, "poller", "serve"),
+        api_errors=traffic.failed_requests,
+        note=note,
     )
     if record:
         suite.report.add(row)
@@ -197,12 +214,32 @@ def run_fault(
     for pair, webhook_ids in outcome.seen.accepted_pairs.items():
         assert webhook_ids == {ids[pair]}, (pair, webhook_ids, ids[pair])
     assert outcome.seen.wrong_token == 0
-    # Every process still runs, and every worker delivered after the fault.
+    # Every process still runs, and each poller and each worker works on its own.
     env.stack.assert_alive()
-    for name in env.stack.names("worker"):
-        process = env.stack.processes[name]
-        assert attempts_since(process, after_fault) > 0, f"{name} did not recover"
+    for role in ("poller", "worker"):
+        probe_each(env, tenant, role)
     return outcome, row
+
+
+def probe_each(env: Env, tenant: Tenant, role: str) -> None:
+    """With the other `role` processes paused (SIGSTOP), one new survey still reaches the
+    receiver: each poller fans out and each worker delivers on its own, so none of them
+    is stuck after the fault (a stuck one would hide behind the others otherwise)."""
+    names = env.stack.names(role)
+    for name in names:
+        others = [env.stack.processes[other] for other in names if other != name]
+        for process in others:
+            process.signal(signal.SIGSTOP)
+        try:
+            survey_id = create_survey(env.stack.base_url, tenant)
+            wait_for(
+                partial(accepted, env.receiver, tenant, survey_id),
+                timeout_s=PROBE_TIMEOUT_S,
+                what=f"{name} alone to get survey {survey_id} delivered",
+            )
+        finally:
+            for process in others:
+                process.signal(signal.SIGCONT)
 
 
 def test_pollers_and_workers_side_by_side_never_duplicate(env: Env, suite: Suite) -> None:
@@ -214,7 +251,7 @@ def test_pollers_and_workers_side_by_side_never_duplicate(env: Env, suite: Suite
         env,
         suite,
         "none (2 pollers, 2 workers)",
-        lambda: None,
+        lambda: "",
         surveys=300,
         rate_per_s=40,
         inject_after=300,  # "the end of the fault" is the end of the traffic
@@ -235,7 +272,7 @@ def test_pollers_and_workers_side_by_side_never_duplicate(env: Env, suite: Suite
 def test_worker_killed_in_the_middle_of_requests(env: Env, suite: Suite) -> None:
     in_flight_at_kill: list[int] = []
 
-    def inject() -> None:
+    def inject() -> str:
         env.receiver.mode = Mode.SLOW
         wait_for(lambda: env.receiver.in_flight >= 8, timeout_s=30, what="requests in flight")
         time.sleep(0.3)
@@ -243,8 +280,9 @@ def test_worker_killed_in_the_middle_of_requests(env: Env, suite: Suite) -> None
         env.stack.kill(env.stack.names("worker")[0])
         env.receiver.mode = Mode.OK
         env.stack.start_role("worker")
+        return f"{in_flight_at_kill[0]} requests in flight (both workers) at the kill"
 
-    _, row = run_fault(env, suite, "worker SIGKILL mid-request", inject)
+    _, row = run_fault(env, suite, "worker SIGKILL mid-request", inject, inject_after=120)
     # The killed worker's requests were answered to nobody, so they were sent again: the
     # proof that the fault hit requests in flight (at least once, never zero).
     assert in_flight_at_kill[0] >= 8
@@ -252,11 +290,12 @@ def test_worker_killed_in_the_middle_of_requests(env: Env, suite: Suite) -> None
 
 
 def test_poller_killed_while_events_flow(env: Env, suite: Suite) -> None:
-    def inject() -> None:
+    def inject() -> str:
         env.stack.kill(env.stack.names("poller")[0])
         env.stack.start_role("poller")
+        return "at a random moment"
 
-    _, row = run_fault(env, suite, "poller SIGKILL while events flow", inject)
+    _, row = run_fault(env, suite, "poller SIGKILL while events flow", inject, inject_after=140)
     assert row.duplicates == 0
 
 
@@ -264,7 +303,7 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
     # Pausing Redis (SIGSTOP) makes every poller block in its enqueue right after the
     # fan-out transaction committed (the events marked dispatched, the deliveries
     # written): the poller killed then dies exactly in that window.
-    def inject() -> None:
+    def inject() -> str:
         assert env.redis.process is not None
         os.kill(env.redis.process.pid, signal.SIGSTOP)
         try:
@@ -273,69 +312,79 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
         finally:
             os.kill(env.redis.process.pid, signal.SIGCONT)
         env.stack.start_role("poller")
+        return "blocked in enqueue (Redis paused 1.5 s)"
 
-    _, row = run_fault(env, suite, "poller SIGKILL between fan-out and enqueue", inject)
+    _, row = run_fault(
+        env, suite, "poller SIGKILL between fan-out and enqueue", inject, inject_after=120
+    )
     assert row.swept >= 1, "nothing was stranded: the kill missed the window"
     assert row.duplicates == 0
 
 
-def _backlog(env: Env) -> int:
-    """Slow the receiver until Redis holds a backlog of messages; returns its size."""
+def _backlog(env: Env) -> None:
+    """Slow the receiver until Redis holds messages that no worker has fetched."""
     env.receiver.mode = Mode.SLOW
-    return int(
-        wait_for(
-            lambda: (queued := env.queued()) >= BACKLOG_MESSAGES and queued,
-            timeout_s=30,
-            what=f"{BACKLOG_MESSAGES} queued messages",
-        )
+    wait_for(
+        lambda: env.queued() >= BACKLOG_MESSAGES,
+        timeout_s=30,
+        what=f"{BACKLOG_MESSAGES} queued messages",
     )
 
 
 def test_redis_flushall_while_events_flow(env: Env, suite: Suite) -> None:
     dropped: list[int] = []
 
-    def inject() -> None:
+    def inject() -> str:
         _backlog(env)
         with redis.Redis.from_url(env.redis.url) as client:
             dropped.append(env.queued())
             client.flushall()
         env.receiver.mode = Mode.OK
+        return f"{dropped[0]} unfetched messages flushed"
 
-    _, row = run_fault(env, suite, "Redis FLUSHALL", inject)
+    _, row = run_fault(env, suite, "Redis FLUSHALL", inject, inject_after=130)
     assert dropped[0] >= BACKLOG_MESSAGES
+    assert row.swept >= 1, "the flushed messages came back without the sweep?"
     assert row.duplicates == 0
 
 
 def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> None:
-    def inject() -> None:
+    dropped: list[int] = []
+
+    def inject() -> str:
         _backlog(env)
+        dropped.append(env.queued())
         env.redis.stop()
         env.receiver.mode = Mode.OK
         time.sleep(2.0)
         env.redis.start()
+        return f"{dropped[0]} unfetched messages lost"
 
-    _, row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject)
+    _, row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=110)
+    assert row.swept >= 1
     assert row.duplicates == 0
 
 
 def test_receiver_answers_503_for_a_while(env: Env, suite: Suite) -> None:
-    def inject() -> None:
+    def inject() -> str:
         env.receiver.mode = Mode.UNAVAILABLE
         time.sleep(3.0)
         env.receiver.mode = Mode.OK
+        return ""
 
-    _, row = run_fault(env, suite, "receiver 503 for 3 s", inject)
+    _, row = run_fault(env, suite, "receiver 503 for 3 s", inject, inject_after=110)
     assert row.refused > 0
     assert row.duplicates == 0
 
 
 def test_receiver_times_out_for_a_while(env: Env, suite: Suite) -> None:
-    def inject() -> None:
+    def inject() -> str:
         env.receiver.mode = Mode.HANGING
         time.sleep(4.0)
         env.receiver.mode = Mode.OK
+        return f"held {env.receiver.hang_s} s, timeout {SETTINGS['WEBHOOKS_REQUEST_TIMEOUT_S']} s"
 
-    _, row = run_fault(env, suite, "receiver times out for 4 s", inject)
+    _, row = run_fault(env, suite, "receiver times out for 4 s", inject, inject_after=90)
     assert row.refused > 0
     assert row.duplicates == 0
 
@@ -365,15 +414,17 @@ def serve_env(
 def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> None:
     stack = serve_env.stack
 
-    def inject() -> None:
+    def inject() -> str:
         serve_env.receiver.mode = Mode.SLOW
         wait_for(lambda: serve_env.receiver.in_flight >= 4, timeout_s=30, what="requests in flight")
         time.sleep(0.3)
+        in_flight = serve_env.receiver.in_flight
         stack.kill(stack.names("serve")[0])
         serve_env.receiver.mode = Mode.OK
         # Same DATABASE_URL and PORT: the same environment.
         stack.start_role("serve", f"{shlex.quote(WEBHOOKS)} serve", wait=False)
         stack.wait_ready()
+        return f"{in_flight} requests in flight at the kill"
 
     _, row = run_fault(
         serve_env,
@@ -382,17 +433,18 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
         inject,
         surveys=150,
         rate_per_s=20,
-        inject_after=50,
+        inject_after=90,
     )
     assert row.duplicates >= 1  # the requests in flight at the kill were sent again
 
 
 def test_no_secret_in_any_process_log(env: Env, suite: Suite) -> None:
     # Given tokens and secrets that went through successful and failing attempts
-    def inject() -> None:
+    def inject() -> str:
         env.receiver.mode = Mode.UNAVAILABLE
         time.sleep(1.0)
         env.receiver.mode = Mode.OK
+        return ""
 
     run_fault(
         env, suite, "secrets", inject, surveys=40, rate_per_s=20, inject_after=10, record=False
