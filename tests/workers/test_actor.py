@@ -69,11 +69,14 @@ class Receiver:
     def url(self, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}/hook"
 
+    delay_s: float = 0.0
+
     async def handle(self, request: web.Request) -> web.Response:
         hit = Hit(time.monotonic(), {k.lower(): v for k, v in request.headers.items()}, b"")
         hit.body = await request.read()
         self.hits.append(hit)
         status = self.statuses[min(len(self.hits), len(self.statuses)) - 1]
+        await asyncio.sleep(self.delay_s)
         return web.Response(status=status, text=f"answer {len(self.hits)}")
 
 
@@ -319,3 +322,30 @@ async def test_a_second_worker_in_the_process_starts_its_deliverer(
 
             # Then both deliver promptly
             await eventually(partial(_all_delivered, idb, ids), timeout_s=5)
+
+
+async def test_stopping_the_worker_lets_the_delivery_in_flight_finish(
+    actor_settings: Settings, fresh_process: None, idb: Database, receiver: Receiver
+) -> None:
+    # Given a receiver that takes half a second to answer, and a delivery in flight to it
+    receiver.delay_s = 0.5
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    delivery_id = await new_delivery(idb, config)
+    async with _running_worker() as broker:
+        enqueue_deliveries(broker, [delivery_id])
+
+        async def in_flight() -> bool:
+            return len(receiver.hits) == 1
+
+        await eventually(in_flight, timeout_s=DEADLINE_S)
+        # When the worker is stopped (SIGTERM) while the request is in flight
+        stopping = time.monotonic()
+
+    # Then the worker waited for it: the attempt completed and is recorded as delivered
+    waited_s = time.monotonic() - stopping
+    row = await delivery(idb, delivery_id)
+    assert [(a["status_code"], a["error"]) for a in await attempts_of(idb, delivery_id)] == [
+        (200, None)
+    ]
+    assert row["status"] == "delivered"
+    assert waited_s >= 0.3, "stop() returned before the request ended"
