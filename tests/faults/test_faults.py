@@ -342,7 +342,7 @@ def test_redis_flushall_while_events_flow(env: Env, suite: Suite) -> None:
         env.receiver.mode = Mode.OK
         return f"{dropped[0]} unfetched messages flushed"
 
-    _, row = run_fault(env, suite, "Redis FLUSHALL", inject, inject_after=130)
+    _, row = run_fault(env, suite, "Redis FLUSHALL", inject, inject_after=100)
     assert dropped[0] >= BACKLOG_MESSAGES
     assert row.swept >= 1, "the flushed messages came back without the sweep?"
     assert row.duplicates == 0
@@ -360,7 +360,7 @@ def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> 
         env.redis.start()
         return f"{dropped[0]} unfetched messages lost"
 
-    _, row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=110)
+    _, row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=90)
     assert row.swept >= 1
     assert row.duplicates == 0
 
