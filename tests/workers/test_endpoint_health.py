@@ -1,0 +1,216 @@
+"""Endpoint health over time (SPEC 9), with the clock moved by freezegun: a configuration
+whose deliveries have all failed for `WEBHOOKS_DISABLE_AFTER_S` (default 5 days) is
+disabled as `failing`; a shorter streak, or one that a success interrupts, is not; re-enabling
+starts a new streak. Attempts go through the `Deliverer` to an `httpx.MockTransport`
+receiver, on both backends. (`test_delivery.py` covers 410 and the rule without a clock.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from freezegun import freeze_time
+from freezegun.api import FrozenDateTimeFactory
+
+from core import configs
+from core.database import Database, record_dict
+from core.settings import DEFAULT_DISABLE_AFTER_S
+from core.tables import webhook_configs
+from service.schemas import config_view
+from tests.conftest import make_settings
+from tests.outbox.helpers import delivery, new_client_id, new_config, new_delivery
+from workers.delivery import Deliverer
+from workers.store import Status
+
+T0 = datetime(2032, 1, 10, 6, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+DISABLE_AFTER = timedelta(seconds=DEFAULT_DISABLE_AFTER_S)
+
+
+class Endpoint:
+    """Answers every request with `status` (or raises `error`), switchable mid-test."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.error: Exception | None = None
+        self.requests = 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.error is not None:
+            raise self.error
+        return httpx.Response(self.status, text="answer")
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenDateTimeFactory]:
+    with freeze_time(T0, real_asyncio=True) as frozen:
+        assert isinstance(frozen, FrozenDateTimeFactory)
+        yield frozen
+
+
+@pytest.fixture
+def endpoint() -> Endpoint:
+    return Endpoint()
+
+
+@pytest.fixture
+async def deliverer(
+    db: Database, database_url: str, endpoint: Endpoint
+) -> AsyncIterator[Deliverer]:
+    """The default WEBHOOKS_DISABLE_AFTER_S, and attempts enough never to run out."""
+    settings = make_settings(database_url, WEBHOOKS_MAX_ATTEMPTS=100)
+    assert settings.disable_after_s == 5 * 24 * 3600
+    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint.handle)) as http:
+        yield Deliverer(db=db, http=http, settings=settings)
+
+
+@pytest.fixture
+async def config(db: Database, clock: FrozenDateTimeFactory) -> dict[str, Any]:
+    return await new_config(db, await new_client_id(db), url="https://hooks.example/in")
+
+
+async def _stored(db: Database, config_id: str) -> dict[str, Any]:
+    row = await db.fetch_one(sa.select(webhook_configs).where(webhook_configs.c.id == config_id))
+    assert row is not None
+    return record_dict(row)
+
+
+async def _attempt_at(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+    at: datetime,
+) -> Status | None:
+    """Move the clock to `at` and attempt a new delivery to `config` there."""
+    clock.move_to(at)
+    delivery_id = await new_delivery(db, config)
+    return (await deliverer.deliver(delivery_id)).status
+
+
+async def test_failing_for_less_than_disable_after_keeps_it_enabled(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+) -> None:
+    # Given failures on day 0, day 2 and one second short of day 5
+    for at in (T0, T0 + 2 * DAY, T0 + DISABLE_AFTER - timedelta(seconds=1)):
+        assert await _attempt_at(db, deliverer, config, clock, at) == Status.PENDING
+
+    # Then the streak started with the first failure and the configuration is enabled
+    stored = await _stored(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (True, None)
+    assert stored["failing_since"] == T0
+
+
+async def test_failing_for_disable_after_disables_it_as_failing(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+    endpoint: Endpoint,
+) -> None:
+    # Given a streak that began at T0
+    await _attempt_at(db, deliverer, config, clock, T0)
+    # When a failure comes exactly WEBHOOKS_DISABLE_AFTER_S later
+    await _attempt_at(db, deliverer, config, clock, T0 + DISABLE_AFTER)
+
+    # Then the configuration is disabled as failing, as every response shows it
+    stored = await _stored(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (False, "failing")
+    view = config_view(stored)
+    assert (view["enabled"], view["disabled_reason"]) == (False, "failing")
+    # and the next delivery is held without a request
+    requests = endpoint.requests
+    assert await _attempt_at(db, deliverer, config, clock, T0 + DISABLE_AFTER + DAY) == Status.HELD
+    assert endpoint.requests == requests
+
+
+async def test_timeouts_and_connection_errors_count_as_failing(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+    endpoint: Endpoint,
+) -> None:
+    endpoint.error = httpx.ConnectError("refused")
+    await _attempt_at(db, deliverer, config, clock, T0)
+    endpoint.error = httpx.ReadTimeout("slow")
+    await _attempt_at(db, deliverer, config, clock, T0 + 6 * DAY)
+
+    stored = await _stored(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (False, "failing")
+
+
+async def test_a_success_in_between_resets_the_streak(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+    endpoint: Endpoint,
+) -> None:
+    # Given a streak from day 0, broken by a success on day 3
+    await _attempt_at(db, deliverer, config, clock, T0)
+    endpoint.status = 204
+    assert await _attempt_at(db, deliverer, config, clock, T0 + 3 * DAY) == Status.DELIVERED
+    assert (await _stored(db, config["id"]))["failing_since"] is None
+    # When failures resume on day 4 and go on until day 8 (8 days after the first failure)
+    endpoint.status = 503
+    await _attempt_at(db, deliverer, config, clock, T0 + 4 * DAY)
+    await _attempt_at(db, deliverer, config, clock, T0 + 8 * DAY)
+
+    # Then the new streak is 4 days long and the configuration is still enabled
+    stored = await _stored(db, config["id"])
+    assert (stored["enabled"], stored["failing_since"]) == (True, T0 + 4 * DAY)
+    # until it reaches 5 days
+    await _attempt_at(db, deliverer, config, clock, T0 + 9 * DAY)
+    assert (await _stored(db, config["id"]))["disabled_reason"] == "failing"
+
+
+async def test_a_410_disables_as_gone_whatever_the_streak(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+    endpoint: Endpoint,
+) -> None:
+    await _attempt_at(db, deliverer, config, clock, T0)
+    endpoint.status = 410
+
+    assert await _attempt_at(db, deliverer, config, clock, T0 + timedelta(minutes=1)) == (
+        Status.HELD
+    )
+
+    stored = await _stored(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (False, "gone")
+
+
+async def test_re_enabling_starts_a_new_streak(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+) -> None:
+    # Given a configuration disabled after 5 days of failures, with a held delivery
+    await _attempt_at(db, deliverer, config, clock, T0)
+    await _attempt_at(db, deliverer, config, clock, T0 + DISABLE_AFTER)
+    held = await new_delivery(db, config)
+    assert (await deliverer.deliver(held)).status == Status.HELD
+    # When the client re-enables it a day later
+    clock.move_to(T0 + DISABLE_AFTER + DAY)
+    row, released = await configs.update_config(
+        db, config["client_id"], config["id"], {"enabled": True}
+    )
+    assert row is not None and released == [held]
+    assert (row["enabled"], row["disabled_reason"], row["failing_since"]) == (True, None, None)
+    # Then the next failure starts a new streak instead of disabling it again at once
+    assert (await deliverer.deliver(held)).status == Status.PENDING
+    stored = await _stored(db, config["id"])
+    assert (stored["enabled"], stored["failing_since"]) == (True, T0 + DISABLE_AFTER + DAY)
+    assert (await delivery(db, held))["status"] == "pending"
