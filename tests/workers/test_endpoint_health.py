@@ -6,8 +6,10 @@ receiver, on both backends. (`test_delivery.py` covers 410 and the rule without 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +22,20 @@ from core import configs
 from core.database import Database, record_dict
 from core.settings import DEFAULT_DISABLE_AFTER_S
 from core.tables import webhook_configs
+from outbox import fanout
+from outbox.writer import add_event
 from service.schemas import config_view
 from tests.conftest import make_settings
-from tests.outbox.helpers import delivery, new_client_id, new_config, new_delivery
+from tests.outbox.helpers import (
+    connected,
+    deliveries_of,
+    delivery,
+    isolated_database_url,
+    new_client_id,
+    new_config,
+    new_delivery,
+)
+from workers import store
 from workers.delivery import Deliverer
 from workers.store import Status
 
@@ -214,3 +227,103 @@ async def test_re_enabling_starts_a_new_streak(
     stored = await _stored(db, config["id"])
     assert (stored["enabled"], stored["failing_since"]) == (True, T0 + DISABLE_AFTER + DAY)
     assert (await delivery(db, held))["status"] == "pending"
+
+
+# --- re-enabling while a delivery is being held -----------------------------------------
+# `PATCH {"enabled": true}` releases the deliveries that are `held` when it commits. A
+# delivery that becomes `held` from a read of the configuration made before that commit
+# is never released: nothing sends a held delivery (the sweep looks at pending ones).
+
+
+async def test_re_enabling_while_a_worker_holds_a_delivery_does_not_strand_it(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a disabled configuration with a delivery that was pending when it was disabled
+    await disable(db, config["id"])
+    delivery_id = await new_delivery(db, config)
+    released: list[str] = []
+    hold = store.set_status
+
+    async def re_enabled_meanwhile(database: Database, held_id: str, status: Status) -> None:
+        # The worker has claimed it and read "disabled"; the client re-enables now.
+        row, ids = await configs.update_config(
+            db, config["client_id"], config["id"], {"enabled": True}
+        )
+        assert row is not None
+        released.extend(ids)
+        await hold(database, held_id, status)
+
+    monkeypatch.setattr(store, "set_status", re_enabled_meanwhile)
+
+    # When the worker holds the delivery just after the client re-enabled the configuration
+    await deliverer.deliver(delivery_id)
+
+    # Then the delivery will still be sent: it is not held under an enabled configuration
+    assert (await _stored(db, config["id"]))["enabled"] is True
+    row = await delivery(db, delivery_id)
+    assert row["status"] != "held", (
+        "held after the re-enable released the held deliveries: it is never sent"
+    )
+
+
+@pytest.fixture
+def own_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    with isolated_database_url(database_url, tmp_path) as url:
+        yield url
+
+
+async def test_re_enabling_during_a_fan_out_does_not_strand_its_held_deliveries(
+    own_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a disabled configuration and an event for it in the outbox
+    db = await connected(own_url)
+    other = await connected(own_url)
+    try:
+        client_id = await new_client_id(db)
+        config = await new_config(db, client_id, events=["survey_created"])
+        await disable(db, config["id"])
+        async with db.transaction():
+            event_id = await add_event(
+                db, client_id=client_id, event_type="survey_created", content={}
+            )
+        read_subscribers = fanout._subscribers
+        patches: list[asyncio.Task[Any]] = []
+
+        async def re_enabled_meanwhile(database: Database, client_ids: set[str]) -> Any:
+            subscribers = await read_subscribers(database, client_ids)
+            # The fan-out has read "disabled"; the client re-enables on another connection.
+            patch = asyncio.create_task(
+                configs.update_config(other, client_id, config["id"], {"enabled": True})
+            )
+            patches.append(patch)
+            # It commits now, or waits for the fan-out's transaction and commits after it.
+            await asyncio.wait({patch}, timeout=1.0)
+            return subscribers
+
+        monkeypatch.setattr(fanout, "_subscribers", re_enabled_meanwhile)
+
+        # When the fan-out commits and the re-enable completes
+        await fanout.fan_out_batch(db, batch_size=100)
+        [patch] = patches
+        row, _ = await patch
+
+        # Then the event's delivery is not held under an enabled configuration
+        assert row is not None and row["enabled"] is True
+        [made] = await deliveries_of(db, event_id=event_id)
+        assert made["status"] != "held", (
+            "held by a fan-out that read the configuration before the re-enable committed"
+        )
+    finally:
+        await other.disconnect()
+        await db.disconnect()
+
+
+async def disable(db: Database, config_id: str) -> None:
+    await db.execute(
+        webhook_configs.update()
+        .where(webhook_configs.c.id == config_id)
+        .values(enabled=False, disabled_reason="failing")
+    )
