@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +23,7 @@ from standardwebhooks import Webhook
 from starlette.applications import Starlette
 
 from core.configs import new_authorization_token, new_signing_secret
+from tests.servers import free_port, port_open
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "receiver.py"
 TOKEN = new_authorization_token()
@@ -179,3 +184,37 @@ async def test_a_rejected_request_does_not_mark_its_webhook_id_as_seen(
 async def test_only_post_on_webhook_is_served(receiver: httpx.AsyncClient) -> None:
     assert (await receiver.get("/webhook")).status_code == 405
     assert (await receiver.post("/other", content=BODY, headers=_headers())).status_code == 404
+
+
+def test_the_script_runs_as_the_readme_says(tmp_path: Path) -> None:
+    """`WEBHOOK_TOKEN=... WEBHOOK_SECRET=... python examples/receiver.py`, on RECEIVER_PORT."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "WEBHOOK_TOKEN": TOKEN,
+        "WEBHOOK_SECRET": SECRET,
+        "RECEIVER_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", port):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.05)
+        headers = _headers()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhook", content=BODY, headers=headers, timeout=5
+        )
+        assert response.status_code == 200, response.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    assert f"verified survey_created {headers['webhook-id']}: " in out, (out, err)
