@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from typing import Any
 
@@ -52,14 +53,50 @@ async def revoke_client(db: Database, client_id: str) -> bool:
         .values(revoked_at=utcnow())
         .returning(clients.c.id)
     )
+    _recent_keys.clear()
     return revoked is not None
+
+
+class _KeyCache:
+    """Recently authenticated keys, so that a busy client costs no query per request.
+    A revocation in this process applies at once; in another process (the CLI) within
+    `AUTH_CACHE_TTL_S`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, key_hash: str) -> str | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key_hash: str, client_id: str) -> None:
+        if len(self._entries) >= AUTH_CACHE_SIZE:
+            self._entries.clear()
+        self._entries[key_hash] = (client_id, time.monotonic() + AUTH_CACHE_TTL_S)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+AUTH_CACHE_TTL_S = 2.0
+AUTH_CACHE_SIZE = 10_000
+_recent_keys = _KeyCache()
 
 
 async def authenticate(db: Database, api_key: str) -> str | None:
     """The id of the active client holding `api_key`, or None."""
+    key_hash = hash_api_key(api_key)
+    cached = _recent_keys.get(key_hash)
+    if cached is not None:
+        return cached
     client_id = await db.fetch_val(
         sa.select(clients.c.id).where(
-            clients.c.api_key_hash == hash_api_key(api_key), clients.c.revoked_at.is_(None)
+            clients.c.api_key_hash == key_hash, clients.c.revoked_at.is_(None)
         )
     )
-    return str(client_id) if client_id is not None else None
+    if client_id is None:
+        return None
+    _recent_keys.put(key_hash, str(client_id))
+    return str(client_id)

@@ -130,20 +130,19 @@ async def delete_config(db: Database, client_id: str, config_id: str) -> dict[st
 
 
 async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | None:
-    """Make a new signing secret; the current one keeps signing for 24 hours."""
-    async with db.transaction():
-        current = await get_config(db, client_id, config_id)
-        if current is None:
-            return None
-        secret = new_signing_secret()
-        await db.execute(
-            webhook_configs.update()
-            .where(webhook_configs.c.id == config_id)
-            .values(
-                signing_secret=secret,
-                previous_signing_secret=current["signing_secret"],
-                previous_secret_expires_at=utcnow() + PREVIOUS_SECRET_TTL,
-                updated_at=utcnow(),
-            )
+    """Make a new signing secret; the current one keeps signing for 24 hours. One
+    statement, so that concurrent rotations each keep the secret they replaced."""
+    now = utcnow()
+    secret = new_signing_secret()
+    row = await db.fetch_one(
+        webhook_configs.update()
+        .where(_mine(client_id, config_id))
+        .values(
+            signing_secret=secret,
+            previous_signing_secret=webhook_configs.c.signing_secret,
+            previous_secret_expires_at=now + PREVIOUS_SECRET_TTL,
+            updated_at=now,
         )
-    return secret
+        .returning(webhook_configs.c.id)
+    )
+    return secret if row is not None else None

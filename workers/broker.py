@@ -37,7 +37,12 @@ def enqueue_deliveries(broker: dramatiq.Broker, delivery_ids: Sequence[str]) -> 
         )
 
 
+# An idle Redis consumer sleeps up to this long between fetches: it bounds the latency
+# an idle system adds (Dramatiq's default, 1 s, would dominate it).
+IDLE_POLL_MS = 20
+
+
 def start_worker(broker: dramatiq.Broker, *, threads: int) -> dramatiq.Worker:
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=IDLE_POLL_MS)
     worker.start()
     return worker
