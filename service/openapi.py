@@ -76,6 +76,8 @@ def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, An
         response: dict[str, Any] = {"description": op.summary}
         if model is not None:
             response["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
+        elif op.text_response:
+            response["content"] = {"text/plain": {"schema": {"type": "string"}}}
         doc["responses"][str(status)] = response
     errors = set(op.errors)
     if op.auth:

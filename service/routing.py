@@ -38,6 +38,7 @@ class Operation:
     query: type[BaseModel] | None = None
     auth: bool = True
     errors: tuple[int, ...] = field(default=())
+    text_response: bool = False  # a `text/plain` body instead of JSON
 
 
 class ApiRoute(Route):

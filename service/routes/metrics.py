@@ -22,7 +22,11 @@ routes = [
         metrics,
         method="GET",
         operation=Operation(
-            "Prometheus metrics (text format)", "operations", {200: None}, auth=False
+            "Prometheus metrics (text format)",
+            "operations",
+            {200: None},
+            auth=False,
+            text_response=True,
         ),
     ),
 ]
