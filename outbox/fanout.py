@@ -51,14 +51,16 @@ def _claim_query(db: Database, batch_size: int) -> sa.Select[Any]:
 
 
 async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
-    rows = await db.fetch_all(
-        sa.select(
-            webhook_configs.c.id,
-            webhook_configs.c.client_id,
-            webhook_configs.c.subscribed_events,
-            webhook_configs.c.enabled,
-        ).where(webhook_configs.c.client_id.in_(client_ids), webhook_configs.c.deleted_at.is_(None))
-    )
+    query = sa.select(
+        webhook_configs.c.id,
+        webhook_configs.c.client_id,
+        webhook_configs.c.subscribed_events,
+        webhook_configs.c.enabled,
+    ).where(webhook_configs.c.client_id.in_(client_ids), webhook_configs.c.deleted_at.is_(None))
+    if db.url.dialect == "postgresql":
+        # A re-enable that commits during the fan-out would miss the held rows it inserts.
+        query = query.with_for_update(read=True)
+    rows = await db.fetch_all(query)
     by_client: dict[str, list[dict[str, Any]]] = {}
     for row in map(record_dict, rows):
         by_client.setdefault(row["client_id"], []).append(row)

@@ -49,9 +49,9 @@ class Deliverer:
         if claim is None:
             return Outcome(None)
         if claim.deleted or not claim.enabled:
-            status = Status.CANCELLED if claim.deleted else Status.HELD
-            await store.set_status(self.db, delivery_id, status)
-            return Outcome(status)
+            parked = await store.park(self.db, claim)
+            if parked is not None:
+                return Outcome(parked)
         return await self._attempt(claim)
 
     async def _attempt(self, claim: Claim) -> Outcome:

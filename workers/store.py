@@ -114,13 +114,27 @@ async def claim(db: Database, delivery_id: str, *, lease_s: float) -> Claim | No
     )
 
 
-async def set_status(db: Database, delivery_id: str, status: Status) -> None:
-    """Park a claimed delivery without an attempt (held, cancelled) and drop the lease."""
-    await db.execute(
-        deliveries.update()
-        .where(deliveries.c.id == delivery_id)
-        .values(status=status, lease_expires_at=None, next_attempt_at=None)
-    )
+async def park(db: Database, claim: Claim) -> Status | None:
+    """Hold (configuration disabled) or cancel (deleted) a claimed delivery without an
+    attempt, as the configuration is NOW: the row is read under a share lock, so a
+    re-enable that commits meanwhile either waits for this and releases the delivery, or
+    is seen here. Returns the status set, or None if the configuration is usable again."""
+    async with db.transaction():
+        query = sa.select(webhook_configs.c.enabled, webhook_configs.c.deleted_at).where(
+            webhook_configs.c.id == claim.config_id
+        )
+        if db.url.dialect == "postgresql":
+            query = query.with_for_update(read=True)
+        config = record_dict(await db.fetch_one(query))
+        if config["deleted_at"] is None and config["enabled"]:
+            return None
+        status = Status.CANCELLED if config["deleted_at"] is not None else Status.HELD
+        await db.execute(
+            deliveries.update()
+            .where(deliveries.c.id == claim.delivery_id, deliveries.c.status == Status.PENDING)
+            .values(status=status, lease_expires_at=None, next_attempt_at=None)
+        )
+    return status
 
 
 async def record(

@@ -245,18 +245,18 @@ async def test_re_enabling_while_a_worker_holds_a_delivery_does_not_strand_it(
     await disable(db, config["id"])
     delivery_id = await new_delivery(db, config)
     released: list[str] = []
-    hold = store.set_status
+    park = store.park
 
-    async def re_enabled_meanwhile(database: Database, held_id: str, status: Status) -> None:
+    async def re_enabled_meanwhile(database: Database, claim: store.Claim) -> Status | None:
         # The worker has claimed it and read "disabled"; the client re-enables now.
         row, ids = await configs.update_config(
             db, config["client_id"], config["id"], {"enabled": True}
         )
         assert row is not None
         released.extend(ids)
-        await hold(database, held_id, status)
+        return await park(database, claim)
 
-    monkeypatch.setattr(store, "set_status", re_enabled_meanwhile)
+    monkeypatch.setattr(store, "park", re_enabled_meanwhile)
 
     # When the worker holds the delivery just after the client re-enabled the configuration
     await deliverer.deliver(delivery_id)
