@@ -54,3 +54,5 @@ def configure_logging(*, log_format: str = "text", level: str = "INFO") -> None:
     logging.getLogger("databases").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Dramatiq's "Retrying message" lines carry no delivery id; ours say the same, with ids.
+    logging.getLogger("dramatiq.middleware.retries.Retries").setLevel(logging.WARNING)

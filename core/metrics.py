@@ -6,11 +6,14 @@ mode), and adds gauges read from the database at scrape time."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime
 
 import sqlalchemy as sa
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from core.database import Database
 from core.tables import deliveries, outbox
@@ -50,7 +53,6 @@ async def _database_gauges(db: Database, now: datetime) -> bytes:
     deliveries_pending = await db.fetch_val(
         sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
     )
-    registry = CollectorRegistry()
     values = {
         "webhooks_outbox_pending": ("Events in the outbox not yet fanned out.", outbox_pending),
         "webhooks_deliveries_pending": ("Deliveries waiting for an attempt.", deliveries_pending),
@@ -59,9 +61,21 @@ async def _database_gauges(db: Database, now: datetime) -> bytes:
             _age_s(oldest, now),
         ),
     }
-    for name, (documentation, value) in values.items():
-        Gauge(name, documentation, registry=registry).set(float(value or 0))
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(values))
     return generate_latest(registry)
+
+
+class _Snapshot(Collector):
+    """Gauges computed at scrape time. Not `Gauge` objects: in multiprocess mode those
+    would be written to files and exposed a second time by every process."""
+
+    def __init__(self, values: dict[str, tuple[str, float | None]]) -> None:
+        self.values = values
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (documentation, value) in self.values.items():
+            yield GaugeMetricFamily(name, documentation, value=float(value or 0))
 
 
 def _age_s(moment: datetime | str | None, now: datetime) -> float:
