@@ -338,14 +338,27 @@ async def test_stopping_the_worker_lets_the_delivery_in_flight_finish(
             return len(receiver.hits) == 1
 
         await eventually(in_flight, timeout_s=DEADLINE_S)
+        deliverer = workers.actor._deliverer
+        assert deliverer is not None
         # When the worker is stopped (SIGTERM) while the request is in flight
         stopping = time.monotonic()
-
-    # Then the worker waited for it: the attempt completed and is recorded as delivered
     waited_s = time.monotonic() - stopping
-    row = await delivery(idb, delivery_id)
-    assert [(a["status_code"], a["error"]) for a in await attempts_of(idb, delivery_id)] == [
-        (200, None)
-    ]
-    assert row["status"] == "delivered"
-    assert waited_s >= 0.3, "stop() returned before the request ended"
+
+    try:
+        # Then the worker waited for it: the attempt completed and is recorded as delivered
+        row = await delivery(idb, delivery_id)
+        assert [(a["status_code"], a["error"]) for a in await attempts_of(idb, delivery_id)] == [
+            (200, None)
+        ]
+        assert row["status"] == "delivered"
+        assert waited_s >= 0.3, "stop() returned before the request ended"
+    finally:
+        await _close_leftover_connections(deliverer.db)
+
+
+async def _close_leftover_connections(db: Database) -> None:
+    """A SQLite connection released to the pool after it was closed stays open, and its
+    thread keeps the test process from exiting; close such leftovers."""
+    close = getattr(getattr(db._backend, "_pool", None), "close", None)
+    if db.url.dialect == "sqlite" and close is not None:
+        await close()
