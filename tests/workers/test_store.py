@@ -314,18 +314,57 @@ async def test_a_delivery_cancelled_in_flight_stays_cancelled(
     assert len(await attempts_of(db, delivery_id)) == 1
 
 
-@pytest.mark.parametrize("status", [Status.HELD, Status.CANCELLED])
-async def test_set_status_parks_a_claimed_delivery_without_an_attempt(
-    db: Database, clock: FrozenDateTimeFactory, config: dict[str, Any], status: Status
+async def test_park_holds_a_delivery_of_a_disabled_configuration(
+    db: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
 ) -> None:
     delivery_id = await new_delivery(db, config)
-    await _claimed(db, delivery_id)
+    await disable_config(db, config["id"])
+    claim = await _claimed(db, delivery_id)
 
-    await store.set_status(db, delivery_id, status)
+    assert await store.park(db, claim) == Status.HELD
 
     row = await delivery(db, delivery_id)
-    assert row["status"] == status.value
-    assert row["lease_expires_at"] is None
-    assert row["next_attempt_at"] is None
+    assert (row["status"], row["lease_expires_at"], row["next_attempt_at"]) == ("held", None, None)
     assert row["attempt_count"] == 0
     assert await attempts_of(db, delivery_id) == []
+
+
+async def test_park_cancels_a_delivery_of_a_deleted_configuration(
+    db: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
+) -> None:
+    delivery_id = await new_delivery(db, config)
+    claim = await _claimed(db, delivery_id)
+    await db.execute(
+        webhook_configs.update().where(webhook_configs.c.id == config["id"]).values(deleted_at=T0)
+    )
+
+    assert await store.park(db, claim) == Status.CANCELLED
+
+    row = await delivery(db, delivery_id)
+    assert (row["status"], row["lease_expires_at"], row["next_attempt_at"]) == (
+        "cancelled",
+        None,
+        None,
+    )
+    assert await attempts_of(db, delivery_id) == []
+
+
+async def test_park_leaves_a_delivery_whose_configuration_was_re_enabled(
+    db: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
+) -> None:
+    # Claimed while disabled; re-enabled before the worker parks it
+    delivery_id = await new_delivery(db, config)
+    await disable_config(db, config["id"])
+    claim = await _claimed(db, delivery_id)
+    assert claim.enabled is False
+    await db.execute(
+        webhook_configs.update()
+        .where(webhook_configs.c.id == config["id"])
+        .values(enabled=True, disabled_reason=None)
+    )
+
+    assert await store.park(db, claim) is None
+
+    row = await delivery(db, delivery_id)
+    assert row["status"] == "pending"
+    assert row["lease_expires_at"] == T0 + LEASE, "the worker keeps its lease to send it"
