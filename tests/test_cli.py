@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from core.clients import AUTH_CACHE_TTL_S
 from core.database import open_database
 from service.app import create_app
 from tests.conftest import make_settings
-from tests.servers import postgres_database
-from tests.service.processes import process_env, run_webhooks
+from tests.servers import free_port, postgres_database
+from tests.service.processes import WEBHOOKS, process_env, run_webhooks, web_server
 
 CONFIGS = "/api/v2/config/webhook"
 
@@ -197,3 +199,22 @@ def test_every_command_checks_the_settings(sqlite_env: dict[str, str], command: 
 def test_backoff_order_is_checked(sqlite_env: dict[str, str]) -> None:
     env = {**sqlite_env, "WEBHOOKS_MIN_BACKOFF_MS": "1000", "WEBHOOKS_MAX_BACKOFF_MS": "10"}
     _fails_clearly("migrate", env=env, mentions="WEBHOOKS_MAX_BACKOFF_MS")
+
+
+def test_revoking_with_the_cli_reaches_a_running_web_process(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A running `web` caches keys it has just seen for AUTH_CACHE_TTL_S: a revocation
+    from another process applies within that bound, never later."""
+    port = free_port()
+    env = {**sqlite_env, "PORT": str(port)}
+    with web_server([WEBHOOKS, "web"], env=env, port=port, log=tmp_path / "web.log") as base:
+        created = json.loads(_ok("client", "create", "soon revoked", env=env))
+        headers = {"Authorization": f"Bearer {created['api_key']}"}
+        assert httpx.get(base + CONFIGS, headers=headers).status_code == 200
+
+        _ok("client", "revoke", created["id"], env=env)
+        revoked_at = time.monotonic()
+        while httpx.get(base + CONFIGS, headers=headers).status_code != 401:
+            assert time.monotonic() - revoked_at < AUTH_CACHE_TTL_S + 1, "still accepted"
+            time.sleep(0.05)
