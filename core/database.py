@@ -104,6 +104,7 @@ class _PooledSQLitePool(SQLitePool):
     def __init__(self, url: DatabaseURL, **options: Any) -> None:
         super().__init__(url, **options)
         self._idle: list[aiosqlite.Connection] = []
+        self._closed = False
         self._journal_mode_set = asyncio.Lock()
 
     async def acquire(self) -> aiosqlite.Connection:
@@ -126,12 +127,16 @@ class _PooledSQLitePool(SQLitePool):
         return connection
 
     async def release(self, connection: aiosqlite.Connection) -> None:
-        if connection.in_transaction or len(self._idle) >= SQLITE_POOL_SIZE:
+        if self._closed or connection.in_transaction or len(self._idle) >= SQLITE_POOL_SIZE:
             await connection.__aexit__(None, None, None)
             return
         self._idle.append(connection)
 
+    def reopen(self) -> None:
+        self._closed = False
+
     async def close(self) -> None:
+        self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.__aexit__(None, None, None)
@@ -196,6 +201,10 @@ class ImmediateSQLiteBackend(SQLiteBackend):
     def __init__(self, database_url: DatabaseURL | str, **options: Any) -> None:
         super().__init__(database_url, **options)
         self._pool = _PooledSQLitePool(self._database_url, **self._options)
+
+    async def connect(self) -> None:
+        assert isinstance(self._pool, _PooledSQLitePool)
+        self._pool.reopen()
 
     async def disconnect(self) -> None:
         await super().disconnect()

@@ -75,9 +75,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.max_backoff_ms < self.min_backoff_ms:
             raise ValueError("WEBHOOKS_MAX_BACKOFF_MS must be >= WEBHOOKS_MIN_BACKOFF_MS")
+        if self.delivery_lease_s <= self.request_timeout_s:
+            # A lease that ends mid-request lets a second worker send the same delivery.
+            raise ValueError("WEBHOOKS_DELIVERY_LEASE_S must be > WEBHOOKS_REQUEST_TIMEOUT_S")
         return self
 
     @property

@@ -51,6 +51,5 @@ def create_receiver(*, token: str, secret: str) -> Starlette:
 
 if __name__ == "__main__":
     app = create_receiver(token=os.environ["WEBHOOK_TOKEN"], secret=os.environ["WEBHOOK_SECRET"])
-    uvicorn.run(
-        app, host="127.0.0.1", port=int(os.environ.get("RECEIVER_PORT", "8001")), log_level="warning"
-    )
+    port = int(os.environ.get("RECEIVER_PORT", "8001"))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -110,4 +110,3 @@ async def auth(new_client: NewClient) -> dict[str, str]:
     headers = await new_client()
     headers.pop("id")
     return headers
-

@@ -25,12 +25,14 @@ ACTOR_NAME = "deliver"
 QUEUE_NAME = "deliveries"
 
 _deliverer: Deliverer | None = None
-_starting = asyncio.Lock()
+# One lock per event loop: each Dramatiq worker started in a process runs its own loop.
+_starting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 
 async def _process_deliverer() -> Deliverer:
     global _deliverer
-    async with _starting:
+    lock = _starting.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
         if _deliverer is None:
             settings = get_settings()
             db = open_database(settings.database_url, pool_size=settings.worker_concurrency)
@@ -46,6 +48,7 @@ async def _process_deliverer() -> Deliverer:
 
 async def _close_deliverer() -> None:
     global _deliverer
+    _starting.pop(asyncio.get_running_loop(), None)
     if _deliverer is not None:
         deliverer, _deliverer = _deliverer, None
         await deliverer.http.aclose()
@@ -62,9 +65,11 @@ async def deliver(delivery_id: str) -> None:
 
 
 class CloseDeliverer(Middleware):
-    """Closes the process's HTTP client and database pool before the loop stops."""
+    """Closes the process's HTTP client and database pool once the worker threads have
+    finished their deliveries, before the loop stops (Dramatiq runs `after_` hooks in
+    reverse order, and this middleware is added after `AsyncIO`)."""
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         loop_thread = get_event_loop_thread()
         if loop_thread is not None:
             loop_thread.run_coroutine(_close_deliverer())

@@ -44,6 +44,7 @@ class Claim:
     enabled: bool
     deleted: bool
     failing_since: datetime | None
+    lease_expires_at: datetime
 
 
 class Health(StrEnum):
@@ -75,6 +76,7 @@ async def claim(db: Database, delivery_id: str, *, lease_s: float) -> Claim | No
     """Take the lease of a pending, due delivery that nobody else holds; None if the
     delivery is final, not due yet, or leased by another worker."""
     now = utcnow()
+    lease_expires_at = now + timedelta(seconds=lease_s)
     leased = await db.fetch_one(
         deliveries.update()
         .where(
@@ -83,7 +85,7 @@ async def claim(db: Database, delivery_id: str, *, lease_s: float) -> Claim | No
             deliveries.c.next_attempt_at <= now + EARLY_ARRIVAL_SLACK,
             sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
         )
-        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .values(lease_expires_at=lease_expires_at)
         .returning(
             deliveries.c.event_id,
             deliveries.c.config_id,
@@ -111,6 +113,7 @@ async def claim(db: Database, delivery_id: str, *, lease_s: float) -> Claim | No
         enabled=config["enabled"],
         deleted=config["deleted_at"] is not None,
         failing_since=config["failing_since"],
+        lease_expires_at=lease_expires_at,
     )
 
 
@@ -162,10 +165,15 @@ async def record(
                 response_body=attempt.response_body,
             )
         )
-        # A delivery cancelled while in flight stays cancelled.
+        # A delivery cancelled while in flight stays cancelled; one whose lease ran out and
+        # was taken over belongs to the new holder (this attempt is still on record).
         await db.execute(
             deliveries.update()
-            .where(deliveries.c.id == claim.delivery_id, deliveries.c.status == Status.PENDING)
+            .where(
+                deliveries.c.id == claim.delivery_id,
+                deliveries.c.status == Status.PENDING,
+                deliveries.c.lease_expires_at == claim.lease_expires_at,
+            )
             .values(
                 status=status,
                 attempt_count=claim.attempt,

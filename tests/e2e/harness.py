@@ -211,6 +211,7 @@ def stack_env(database_url: str, redis_url: str | None, port: int, **extra: str)
         WEBHOOKS_MAX_BACKOFF_MS="2000",
         WEBHOOKS_MAX_ATTEMPTS="4",
         WEBHOOKS_DELIVERY_LEASE_S="5",
+        WEBHOOKS_REQUEST_TIMEOUT_S="3",
         WEBHOOKS_POLL_INTERVAL_S="0.5",
         WEBHOOKS_WORKER_CONCURRENCY="8",
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",

@@ -134,11 +134,8 @@ async def idb(isolated_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test is a new worker process: `workers.actor._starting` is an asyncio.Lock that
-    binds to the first event loop it is contended on, and each Worker runs its own loop
-    (see `test_a_second_worker_in_the_process_starts_its_deliverer`)."""
+    """Each test starts like a new worker process: no deliverer yet."""
     assert workers.actor._deliverer is None
-    monkeypatch.setattr(workers.actor, "_starting", asyncio.Lock())
 
 
 @contextlib.asynccontextmanager
