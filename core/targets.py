@@ -14,13 +14,28 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_S = 2.0
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway may forward to:
+# NAT64's well-known prefix, and the deprecated IPv4-compatible form.
+_EMBEDDING_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found = [address for address in (ip.ipv4_mapped, ip.sixtofour) if address is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _EMBEDDING_IPV4):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def blocked_address(ip: IPAddress) -> bool:
     """True for loopback, private, link-local, unique-local, multicast, unspecified,
-    reserved and any other non-global address, including IPv4 mapped into IPv6."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None and blocked_address(mapped):
-            return True
+    reserved and any other non-global address, including an IPv4 address embedded in
+    IPv6 (mapped, 6to4, Teredo, NAT64, IPv4-compatible)."""
+    if isinstance(ip, ipaddress.IPv6Address) and any(
+        blocked_address(embedded) for embedded in _embedded_ipv4(ip)
+    ):
+        return True
     return ip.is_multicast or not ip.is_global
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     RootModel,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
 )
 
 from core.events import EventType
@@ -73,6 +74,14 @@ class ConfigUpdate(Strict):
     enabled: Literal[True] | None = Field(
         None, description="Re-enable a disabled configuration; its held deliveries are sent."
     )
+
+    @field_validator("url", "authorization_token", "subscribed_events", "enabled", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Omit a field to leave it alone; an explicit null would silently do nothing.
+        if value is None:
+            raise ValueError("must not be null (omit the field to leave it unchanged)")
+        return value
 
 
 class Config(BaseModel):

@@ -53,13 +53,18 @@ def test_names_are_not_literal_addresses(host: str) -> None:
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
         "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
     ],
 )
 def test_non_global_addresses_are_blocked(address: str) -> None:
     assert blocked_address(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"]
+)
 def test_global_addresses_are_allowed(address: str) -> None:
     assert not blocked_address(ipaddress.ip_address(address))
 

@@ -430,6 +430,25 @@ async def test_create_with_a_null_required_field_is_422(
     assert field in error_fields(await api.post(CONFIGS, json=body, headers=auth))
 
 
+@pytest.mark.parametrize("field", ["url", "authorization_token", "subscribed_events", "enabled"])
+async def test_patch_with_a_null_field_is_422_naming_it(
+    api: httpx.AsyncClient, auth: dict[str, str], field: str
+) -> None:
+    created = await api.post(CONFIGS, json=config_body(), headers=auth)
+    url = f"{CONFIGS}/{created.json()['id']}"
+    body = {field: None, "authorization_token": "a-valid-token-of-24-chars"}
+    if field == "authorization_token":
+        body = {field: None}
+    response = await api.patch(url, json=body, headers=auth)
+    assert response.status_code == 422
+    assert field in error_fields(response)
+    assert (await api.get(url, headers=auth)).json() == {
+        key: value
+        for key, value in created.json().items()
+        if key not in ("authorization_token", "signing_secret")
+    }
+
+
 @pytest.mark.parametrize("missing", ["url", "subscribed_events"])
 async def test_create_without_a_required_field_is_422(
     api: httpx.AsyncClient, auth: dict[str, str], missing: str
