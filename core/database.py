@@ -16,7 +16,7 @@ CPU per statement, more than running it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,15 +167,14 @@ class _ImmediateTransaction(_SQLiteTransaction):
             raise
 
     async def commit(self) -> None:
-        try:
-            await super().commit()
-        finally:
-            if self._is_root:
-                self._write_lock.release()
+        await self._end(super().commit())
 
     async def rollback(self) -> None:
+        await self._end(super().rollback())
+
+    async def _end(self, ending: Awaitable[None]) -> None:
         try:
-            await super().rollback()
+            await ending
         finally:
             if self._is_root:
                 self._write_lock.release()

@@ -31,13 +31,6 @@ class Survey(BaseModel):
     completed_at: datetime | None
 
 
-class Ping(BaseModel):
-    model_config = ConfigDict(title="Ping")
-
-    config_id: str
-    sent_at: datetime
-
-
 _DESCRIPTIONS = {
     EventType.SURVEY_CREATED: "A patient survey was created.",
     EventType.SURVEY_FINISHED: "A patient finished the intake survey: its status became completed.",

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 import dramatiq
+import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 
@@ -38,8 +39,6 @@ def _poller(settings: Settings, db: Database, broker: dramatiq.Broker, wakeup: W
 
 
 async def _redis_check(redis_url: str) -> str:
-    import redis.asyncio as aioredis
-
     client = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
         await client.ping()
