@@ -300,18 +300,22 @@ def test_poller_killed_while_events_flow(env: Env, suite: Suite) -> None:
 
 
 def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> None:
-    # Pausing Redis (SIGSTOP) makes every poller block in its enqueue right after the
-    # fan-out transaction committed (the events marked dispatched, the deliveries
-    # written): the poller killed then dies exactly in that window.
+    # Pausing Redis (SIGSTOP) makes every poller that fans out block in its enqueue right
+    # after the fan-out transaction committed (the events marked dispatched, the
+    # deliveries written). Both pollers are killed then, so whichever claimed the events
+    # (SKIP LOCKED may hand them all to one) dies exactly in that window.
     def inject() -> str:
         assert env.redis.process is not None
+        pollers = env.stack.names("poller")
         os.kill(env.redis.process.pid, signal.SIGSTOP)
         try:
             time.sleep(1.5)
-            env.stack.kill(env.stack.names("poller")[0])
+            for name in pollers:
+                env.stack.kill(name)
         finally:
             os.kill(env.redis.process.pid, signal.SIGCONT)
-        env.stack.start_role("poller")
+        for _ in pollers:
+            env.stack.start_role("poller")
         return "blocked in enqueue (Redis paused 1.5 s)"
 
     _, row = run_fault(
