@@ -56,13 +56,39 @@ class Deliverer:
 
     async def _attempt(self, claim: Claim) -> Outcome:
         started_at = utcnow()
+        reply, error, duration_ms = await self._post(claim)
+        attempt = AttemptRecord(
+            started_at=started_at,
+            duration_ms=duration_ms,
+            status_code=reply.status_code if reply else None,
+            error=error.code if error else (None if _ok(reply) else "http_status"),
+            response_body=reply.body if reply else None,
+        )
+        outcome = self._decide(claim, reply, error)
+        retry_in_ms = outcome.retry_in_ms
+        await store.record(
+            self.db,
+            claim,
+            attempt,
+            status=outcome.status or Status.PENDING,
+            next_attempt_at=None
+            if retry_in_ms is None
+            else started_at + timedelta(milliseconds=retry_in_ms),
+            health=_health(reply),
+            disable_after_s=self.settings.disable_after_s,
+        )
+        _log(claim, attempt, outcome)
+        ATTEMPT_DURATION.observe(duration_ms / 1000)
+        DELIVERIES.labels(outcome=_metric_outcome(outcome)).inc()
+        return outcome
+
+    async def _post(self, claim: Claim) -> tuple[Reply | None, DeliveryError | None, int]:
+        """Sign and POST; the reply or the error, and how long it took."""
         started = time.monotonic()
         body = claim.body.encode()
         headers = webhook_headers(
             msg_id=claim.delivery_id, body=body, token=claim.token, secrets=claim.secrets
         )
-        reply: Reply | None = None
-        error: DeliveryError | None = None
         try:
             reply = await send(
                 self.http,
@@ -73,34 +99,8 @@ class Deliverer:
                 allow_private_targets=self.settings.allow_private_targets,
             )
         except DeliveryError as exc:
-            error = exc
-        duration_ms = reply.duration_ms if reply else int((time.monotonic() - started) * 1000)
-        attempt = AttemptRecord(
-            started_at=started_at,
-            duration_ms=duration_ms,
-            status_code=reply.status_code if reply else None,
-            error=error.code if error else (None if _ok(reply) else "http_status"),
-            response_body=reply.body if reply else None,
-        )
-        outcome = self._decide(claim, reply, error)
-        next_at = (
-            started_at + timedelta(milliseconds=outcome.retry_in_ms)
-            if outcome.retry_in_ms is not None
-            else None
-        )
-        await store.record(
-            self.db,
-            claim,
-            attempt,
-            status=outcome.status or Status.PENDING,
-            next_attempt_at=next_at,
-            health=_health(reply),
-            disable_after_s=self.settings.disable_after_s,
-        )
-        _log(claim, attempt, outcome)
-        ATTEMPT_DURATION.observe(duration_ms / 1000)
-        DELIVERIES.labels(outcome=_metric_outcome(outcome)).inc()
-        return outcome
+            return None, exc, int((time.monotonic() - started) * 1000)
+        return reply, None, reply.duration_ms
 
     def _decide(self, claim: Claim, reply: Reply | None, error: DeliveryError | None) -> Outcome:
         if _ok(reply):
