@@ -14,6 +14,7 @@ from core.database import Database, open_database
 from core.migrate import upgrade
 from core.settings import Settings
 from service.app import create_app
+from tests.outbox.helpers import connected, isolated_database_url
 from tests.servers import RedisServer, postgres_database, redis_server
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -46,6 +47,22 @@ def fresh_sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'webhooks.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture
+def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of this test alone, of each backend: for tests that
+    assert on every row of a table (migrated here, outside the event loop)."""
+    with isolated_database_url(database_url, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def idb(isolated_url: str) -> AsyncIterator[Database]:
+    """A connection to `isolated_url`."""
+    database = await connected(isolated_url)
+    yield database
+    await database.disconnect()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +19,6 @@ from outbox.writer import add_event
 from tests.outbox.helpers import (
     connected,
     deliveries_of,
-    isolated_database_url,
     new_client_id,
     new_config,
     outbox_rows,
@@ -157,12 +154,6 @@ async def test_a_batch_claims_at_most_batch_size_events_in_order(db: Database) -
 
 
 # --- concurrent fan-outs -----------------------------------------------------------------
-
-
-@pytest.fixture
-def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
 
 
 EVENTS = 300

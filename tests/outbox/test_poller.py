@@ -7,8 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,10 +17,8 @@ from outbox.poller import Poller
 from outbox.wakeup import CHANNEL, LocalWakeup, RedisWakeup, Wakeup
 from tests.outbox.helpers import (
     add_events,
-    connected,
     deliveries_of,
     eventually,
-    isolated_database_url,
     new_client_id,
     new_config,
 )
@@ -45,19 +42,6 @@ class Queue:
                 self.failures -= 1
                 raise ConnectionError("the broker is down")
             self.ids.extend(delivery_ids)
-
-
-@pytest.fixture
-def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def idb(isolated_url: str) -> AsyncIterator[Database]:
-    database = await connected(isolated_url)
-    yield database
-    await database.disconnect()
 
 
 def _poller(

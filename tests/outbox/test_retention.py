@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +27,6 @@ from service.deliveries import redeliver
 from tests.outbox.helpers import (
     attempts_of,
     deliveries_of,
-    isolated_database_url,
     new_client_id,
     new_config,
     new_delivery,
@@ -42,16 +41,8 @@ NEW = CUTOFF + timedelta(seconds=1)
 
 
 @pytest.fixture
-def own_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database of this test alone, of each backend (migrated here,
-    outside the event loop: Alembic's env runs its own)."""
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def own_db(own_url: str) -> AsyncIterator[Database]:
-    database = open_database(own_url)
+async def own_db(isolated_url: str) -> AsyncIterator[Database]:
+    database = open_database(isolated_url)
     await database.connect()
     yield database
     await database.disconnect()

@@ -5,9 +5,8 @@ Time is moved with freezegun; every test has a database of its own (both backend
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from outbox.sweep import sweep_stranded
 from tests.outbox.helpers import (
     connected,
     delivery,
-    isolated_database_url,
     new_client_id,
     new_config,
     new_delivery,
@@ -29,19 +27,6 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 GRACE_S = 60.0
 GRACE = timedelta(seconds=GRACE_S)
 SECOND = timedelta(seconds=1)
-
-
-@pytest.fixture
-def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def idb(isolated_url: str) -> AsyncIterator[Database]:
-    database = await connected(isolated_url)
-    yield database
-    await database.disconnect()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from outbox.fanout import fan_out_batch
 from service.app import BrokerCheck, create_app
 from service.processes import _redis_check
 from tests.conftest import make_settings
-from tests.outbox.helpers import isolated_database_url
 from tests.servers import PG_ADMIN_URL, RedisServer, postgres_database, redis_server
 
 SPEC_NAMES = {
@@ -211,14 +210,8 @@ async def test_metrics_is_prometheus_text_with_the_spec_names_and_no_auth(
     assert outcomes == {"delivered", "retry", "failed", "held"}
 
 
-@pytest.fixture
-def own_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
-async def test_metrics_gauges_follow_surveys_and_the_fan_out(own_url: str) -> None:
-    async with running(own_url) as (app, api):
+async def test_metrics_gauges_follow_surveys_and_the_fan_out(isolated_url: str) -> None:
+    async with running(isolated_url) as (app, api):
         db = app.state.db
         created = await create_client(db, "metrics")
         headers = {"Authorization": f"Bearer {created['api_key']}"}

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -25,10 +24,8 @@ from core.database import Database
 from core.settings import Settings, get_settings
 from tests.outbox.helpers import (
     attempts_of,
-    connected,
     delivery,
     eventually,
-    isolated_database_url,
     new_client_id,
     new_config,
     new_delivery,
@@ -93,12 +90,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
 def allow_private() -> bool:
     return True
 
@@ -123,13 +114,6 @@ def actor_settings(
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
-
-
-@pytest.fixture
-async def idb(isolated_url: str) -> AsyncIterator[Database]:
-    database = await connected(isolated_url)
-    yield database
-    await database.disconnect()
 
 
 @pytest.fixture

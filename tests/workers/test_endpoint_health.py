@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +29,6 @@ from tests.outbox.helpers import (
     connected,
     deliveries_of,
     delivery,
-    isolated_database_url,
     new_client_id,
     new_config,
     new_delivery,
@@ -269,18 +267,12 @@ async def test_re_enabling_while_a_worker_holds_a_delivery_does_not_strand_it(
     )
 
 
-@pytest.fixture
-def own_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
 async def test_re_enabling_during_a_fan_out_does_not_strand_its_held_deliveries(
-    own_url: str, monkeypatch: pytest.MonkeyPatch
+    isolated_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a disabled configuration and an event for it in the outbox
-    db = await connected(own_url)
-    other = await connected(own_url)
+    db = await connected(isolated_url)
+    other = await connected(isolated_url)
     try:
         client_id = await new_client_id(db)
         config = await new_config(db, client_id, events=["survey_created"])
