@@ -24,8 +24,9 @@ from tests.outbox.helpers import (
 )
 from tests.servers import RedisServer, free_port
 
-SLOW_POLL_S = 5.0
-PROMPT_S = 1.0
+SLOW_POLL_S = 10.0
+# Far below the poll interval, so a wake-up is told from a poll even on a busy machine.
+PROMPT_S = 3.0
 
 
 class Queue:
