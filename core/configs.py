@@ -70,6 +70,18 @@ async def get_config(db: Database, client_id: str, config_id: str) -> dict[str, 
     return record_dict(row) if row is not None else None
 
 
+async def locked_state(db: Database, config_id: str) -> dict[str, Any]:
+    """`enabled` and `deleted_at` of a configuration, read inside the caller's transaction
+    under a share lock on PostgreSQL (SQLite's write transactions are serial anyway): a
+    re-enable cannot commit between this read and the caller's writes."""
+    query = sa.select(webhook_configs.c.enabled, webhook_configs.c.deleted_at).where(
+        webhook_configs.c.id == config_id
+    )
+    if db.url.dialect == "postgresql":
+        query = query.with_for_update(read=True)
+    return record_dict(await db.fetch_one(query))
+
+
 async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
     rows = await db.fetch_all(
         sa.select(webhook_configs)

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
+from core.configs import locked_state
 from core.database import Database, record_dict
 from core.events import PING_EVENT, event_body
 from core.tables import attempts, deliveries
@@ -159,17 +160,20 @@ async def recover(
 
 
 async def create_ping(db: Database, config: dict[str, Any]) -> str:
-    """A `ping` delivery to this configuration, whatever it subscribes to."""
+    """A `ping` delivery to this configuration, whatever it subscribes to (`held` while
+    the configuration is disabled, as any other event)."""
     now = utcnow()
     content = {"config_id": config["id"], "sent_at": now.isoformat()}
-    row = delivery_row(
-        config_id=config["id"],
-        client_id=config["client_id"],
-        event_id=str(uuid.uuid4()),
-        event_type=PING_EVENT,
-        body=event_body(PING_EVENT, content),
-        enabled=config["enabled"],
-        now=now,
-    )
-    await insert_deliveries(db, [row])
+    async with db.transaction():
+        state = await locked_state(db, config["id"])
+        row = delivery_row(
+            config_id=config["id"],
+            client_id=config["client_id"],
+            event_id=str(uuid.uuid4()),
+            event_type=PING_EVENT,
+            body=event_body(PING_EVENT, content),
+            enabled=state["enabled"],
+            now=now,
+        )
+        await insert_deliveries(db, [row])
     return str(row["id"])

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
+from core.configs import locked_state
 from core.database import Database, record_dict
 from core.tables import attempts, deliveries, webhook_configs
 
@@ -123,12 +124,7 @@ async def park(db: Database, claim: Claim) -> Status | None:
     re-enable that commits meanwhile either waits for this and releases the delivery, or
     is seen here. Returns the status set, or None if the configuration is usable again."""
     async with db.transaction():
-        query = sa.select(webhook_configs.c.enabled, webhook_configs.c.deleted_at).where(
-            webhook_configs.c.id == claim.config_id
-        )
-        if db.url.dialect == "postgresql":
-            query = query.with_for_update(read=True)
-        config = record_dict(await db.fetch_one(query))
+        config = await locked_state(db, claim.config_id)
         if config["deleted_at"] is None and config["enabled"]:
             return None
         status = Status.CANCELLED if config["deleted_at"] is not None else Status.HELD

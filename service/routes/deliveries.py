@@ -12,7 +12,7 @@ from core import configs
 from service import deliveries
 from service.auth import client_id
 from service.bodies import validated
-from service.errors import NotFound, ValidationFailed
+from service.errors import Conflict, NotFound, ValidationFailed
 from service.routing import ApiRoute, Operation
 from service.schemas import (
     Accepted,
@@ -26,6 +26,10 @@ from service.schemas import (
 )
 
 TAG = "deliveries"
+_NOT_REDELIVERABLE = {
+    "held": "the delivery is held: re-enabling the configuration sends it",
+    "cancelled": "the delivery was cancelled with its configuration",
+}
 _BASE = "/config/webhook/{config_id:id}"
 
 
@@ -84,7 +88,10 @@ async def redeliver(request: Request) -> JSONResponse:
     config = await _config(request)
     delivery_id = request.path_params["delivery_id"]
     if not await deliveries.redeliver(request.app.state.db, config["id"], delivery_id):
-        raise NotFound("no such delivery")
+        found = await deliveries.get_delivery(request.app.state.db, config["id"], delivery_id)
+        if found is None:
+            raise NotFound("no such delivery")
+        raise Conflict(_NOT_REDELIVERABLE[found["status"]])
     await _enqueue(request, [delivery_id])
     return JSONResponse({"delivery_id": delivery_id, "status": "pending"}, status_code=202)
 
@@ -131,7 +138,7 @@ routes = [
         _BASE + "/deliveries/{delivery_id:id}/redeliver",
         redeliver,
         method="POST",
-        operation=Operation("Send a delivery again", TAG, {202: Accepted}, errors=(404,)),
+        operation=Operation("Send a delivery again", TAG, {202: Accepted}, errors=(404, 409)),
     ),
     ApiRoute(
         _BASE + "/recover",

@@ -560,18 +560,20 @@ async def test_redeliver_makes_the_delivery_pending_and_due(
     assert enqueued == [delivery_id]
 
 
-async def test_a_cancelled_delivery_is_not_redelivered(
-    api: httpx.AsyncClient, db: Database, client: dict[str, str], enqueued: Enqueued
+@pytest.mark.parametrize("status", ["cancelled", "held"])
+async def test_a_cancelled_or_held_delivery_is_not_redelivered(
+    api: httpx.AsyncClient, db: Database, client: dict[str, str], enqueued: Enqueued, status: str
 ) -> None:
     config = await _config(api, client)
-    [delivery_id] = await _spread(db, config, [utcnow()], status="cancelled")
+    [delivery_id] = await _spread(db, config, [utcnow()], status=status)
 
     response = await api.post(
         f"{_base(config)}/deliveries/{delivery_id}/redeliver", headers=_h(client)
     )
 
-    assert_error(response, 404)
-    assert (await delivery(db, delivery_id))["status"] == "cancelled"
+    assert_error(response, 409)
+    assert status in response.json()["error"]["message"]
+    assert (await delivery(db, delivery_id))["status"] == status
     assert enqueued == []
 
 
