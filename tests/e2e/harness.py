@@ -240,13 +240,27 @@ def procfile_stack(
 
 
 @contextmanager
-def serve_stack(database_url: str, log_dir: Path, **extra: str) -> Iterator[Stack]:
-    """`webhooks serve` alone: no Redis."""
+def single_process_stack(
+    database_url: str, log_dir: Path, *, name: str, command: str, **extra: str
+) -> Iterator[Stack]:
+    """One process that serves HTTP on the stack's port, with no Redis."""
     port = free_port()
     stack = Stack(stack_env(database_url, None, port, **extra), log_dir, port)
     try:
-        stack.start("serve", f"{shlex.quote(WEBHOOKS)} serve")
+        stack.start(name, command)
         stack.wait_ready()
         yield stack
     finally:
         stack.stop()
+
+
+@contextmanager
+def serve_stack(
+    database_url: str, log_dir: Path, *, log_format: str = "text", **extra: str
+) -> Iterator[Stack]:
+    """`webhooks serve` alone: no Redis."""
+    command = f"{shlex.quote(WEBHOOKS)} --log-format {log_format} serve"
+    with single_process_stack(
+        database_url, log_dir, name="serve", command=command, **extra
+    ) as stack:
+        yield stack

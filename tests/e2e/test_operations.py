@@ -9,7 +9,6 @@ the Procfile's processes on PostgreSQL with the session's Redis, sharing a
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from tests.e2e.harness import (
-    WEBHOOKS,
     Receiver,
     Stack,
     procfile,
     procfile_stack,
+    serve_stack,
     stack_env,
     wait_for,
 )
@@ -75,22 +74,12 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def _json_serve(database_url: str, log_dir: Path, **extra: str) -> Iterator[Stack]:
-    """`webhooks --log-format json serve` (the harness's serve_stack, with the flag)."""
-    port = free_port()
-    stack = Stack(stack_env(database_url, None, port, **extra), log_dir, port)
-    try:
-        stack.start("serve", f"{shlex.quote(WEBHOOKS)} --log-format json serve")
-        stack.wait_ready()
-        yield stack
-    finally:
-        stack.stop()
-
-
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("ops-serve")
-    yield from _json_serve(f"sqlite:///{log_dir / 'webhooks.db'}", log_dir, **EXTRA_ENV)
+    url = f"sqlite:///{log_dir / 'webhooks.db'}"
+    with serve_stack(url, log_dir, log_format="json", **EXTRA_ENV) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

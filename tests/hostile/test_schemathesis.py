@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from tests.e2e.harness import Stack, procfile, stack_env
-from tests.servers import free_port
+from tests.e2e.harness import Stack, procfile, single_process_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +25,9 @@ EXAMPLES_PER_OPERATION = int(os.environ.get("WEBHOOKS_FUZZ_EXAMPLES", "50"))
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
-    stack = Stack(stack_env(f"sqlite:///{log_dir / 'webhooks.db'}", None, port), log_dir, port)
-    try:
-        stack.start("web", procfile()["web"])
-        stack.wait_ready()
+    url = f"sqlite:///{log_dir / 'webhooks.db'}"
+    with single_process_stack(url, log_dir, name="web", command=procfile()["web"]) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")
