@@ -20,7 +20,7 @@ class SurveyAlreadyCompleted(Exception):
 
 def survey_view(row: dict[str, Any]) -> dict[str, Any]:
     """The survey as the API returns it and as events carry it."""
-    return Survey.model_validate(row, from_attributes=False).model_dump(mode="json")
+    return Survey.model_validate(row).model_dump(mode="json")
 
 
 async def create_survey(

@@ -36,7 +36,8 @@ async def _check_target(request: Request, url: str) -> None:
         )
 
 
-async def _owned(request: Request) -> dict[str, Any]:
+async def owned_config(request: Request) -> dict[str, Any]:
+    """The configuration `{config_id}` of the authenticated client, or a 404."""
     row = await configs.get_config(
         request.app.state.db, client_id(request), request.path_params["config_id"]
     )
@@ -64,7 +65,7 @@ async def list_configs(request: Request) -> JSONResponse:
 
 
 async def get_config(request: Request) -> JSONResponse:
-    return JSONResponse(config_view(await _owned(request)))
+    return JSONResponse(config_view(await owned_config(request)))
 
 
 async def update_config(request: Request) -> JSONResponse:
@@ -97,7 +98,7 @@ async def delete_config(request: Request) -> JSONResponse:
 
 
 async def get_secret(request: Request) -> JSONResponse:
-    row = await _owned(request)
+    row = await owned_config(request)
     return JSONResponse({"signing_secret": row["signing_secret"]})
 
 

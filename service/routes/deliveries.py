@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from core import configs
 from service import deliveries
-from service.auth import client_id
 from service.bodies import validated
 from service.errors import Conflict, NotFound, ValidationFailed
+from service.routes.configs import owned_config
 from service.routing import ApiRoute, Operation
 from service.schemas import (
     Accepted,
@@ -33,15 +30,6 @@ _NOT_REDELIVERABLE = {
 _BASE = "/config/webhook/{config_id:id}"
 
 
-async def _config(request: Request) -> dict[str, Any]:
-    row = await configs.get_config(
-        request.app.state.db, client_id(request), request.path_params["config_id"]
-    )
-    if row is None:
-        raise NotFound("no such webhook configuration")
-    return row
-
-
 def _query(request: Request) -> DeliveryQuery:
     try:
         return DeliveryQuery.model_validate(dict(request.query_params))
@@ -54,7 +42,7 @@ async def _enqueue(request: Request, delivery_ids: list[str]) -> None:
 
 
 async def list_deliveries(request: Request) -> JSONResponse:
-    config = await _config(request)
+    config = await owned_config(request)
     query = _query(request)
     filters = deliveries.Filters(
         status=query.status, event_type=query.event_type, since=query.since, until=query.until
@@ -75,7 +63,7 @@ async def list_deliveries(request: Request) -> JSONResponse:
 
 
 async def get_delivery(request: Request) -> JSONResponse:
-    config = await _config(request)
+    config = await owned_config(request)
     item = await deliveries.get_delivery(
         request.app.state.db, config["id"], request.path_params["delivery_id"]
     )
@@ -85,7 +73,7 @@ async def get_delivery(request: Request) -> JSONResponse:
 
 
 async def redeliver(request: Request) -> JSONResponse:
-    config = await _config(request)
+    config = await owned_config(request)
     delivery_id = request.path_params["delivery_id"]
     if not await deliveries.redeliver(request.app.state.db, config["id"], delivery_id):
         found = await deliveries.get_delivery(request.app.state.db, config["id"], delivery_id)
@@ -97,7 +85,7 @@ async def redeliver(request: Request) -> JSONResponse:
 
 
 async def recover(request: Request) -> JSONResponse:
-    config = await _config(request)
+    config = await owned_config(request)
     body = await validated(request, RecoverRequest)
     ids = await deliveries.recover(
         request.app.state.db, config["id"], since=body.since, until=body.until
@@ -107,7 +95,7 @@ async def recover(request: Request) -> JSONResponse:
 
 
 async def ping(request: Request) -> JSONResponse:
-    config = await _config(request)
+    config = await owned_config(request)
     delivery_id = await deliveries.create_ping(request.app.state.db, config)
     await _enqueue(request, [delivery_id])
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)
