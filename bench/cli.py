@@ -67,6 +67,15 @@ def parser() -> argparse.ArgumentParser:
         help="py-spy record web, poller and worker1 during the saturated phase, "
         "collapsed stacks into DIR",
     )
+    parser.add_argument(
+        "--endpoints-only",
+        action="store_true",
+        help="after the warm-up, only GET config vs PATCH survey (with --profile, "
+        "recorded during those requests)",
+    )
+    parser.add_argument(
+        "--completions", type=_positive, help="surveys completed in GET vs PATCH (overrides)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
     return parser
 
@@ -76,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes = QUICK if args.quick else FULL
     if args.deliveries:
         sizes = type(sizes)(**{**vars(sizes), "deliveries": args.deliveries})
+    if args.completions:
+        sizes = type(sizes)(**{**vars(sizes), "completions": args.completions})
     options = Options(
         sizes=sizes,
         quick=args.quick,
@@ -88,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         log_dir=args.log_dir,
         profile_dir=args.profile,
         show_progress=not args.no_progress,
+        endpoints_only=args.endpoints_only,
     )
     try:
         report = run(options)

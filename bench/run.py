@@ -13,7 +13,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -93,6 +93,7 @@ class Options:
     log_dir: Path | None
     profile_dir: Path | None
     show_progress: bool
+    endpoints_only: bool = False
 
 
 def worker_concurrency_default() -> int:
@@ -183,6 +184,12 @@ async def _measure(
             report = Report.start(options)
             configs = await pipeline.create_configs(api, receiver_url, fanout=options.fanout)
             await _warm_up(api, receiver, options, check, progress)
+            if options.endpoints_only:
+                report.endpoints = await _endpoints(
+                    api, completer, configs[0], options, progress, profile=service
+                )
+                check()
+                return report
             await _baselines(report, receiver, observed, options, progress)
             report.worker_rss_before_mb = _rss(service)
 
@@ -224,24 +231,40 @@ async def _measure(
                 progress=progress,
             )
 
-            progress.step("GET vs PATCH", f"creating {sizes.completions} surveys")
-            to_complete = await pipeline.create_surveys(
-                completer, count=sizes.completions, concurrency=concurrency, prefix="complete"
-            )
-            report.endpoints = await pipeline.endpoint_rates(
-                api,
-                configs[0],
-                completer,
-                to_complete,
-                concurrency=concurrency,
-                rounds=3,
-                progress=progress,
-            )
+            report.endpoints = await _endpoints(api, completer, configs[0], options, progress)
             report.worker_rss_after_mb = _rss(service)
             check()
             return report
     finally:
         await receiver.close()
+
+
+async def _endpoints(
+    api: Api,
+    completer: Api,
+    config_id: str,
+    options: Options,
+    progress: Progress,
+    *,
+    profile: Service | None = None,
+) -> pipeline.EndpointRates:
+    """GET of a configuration against completion of fresh surveys (`endpoint_rates`);
+    with `profile`, its processes are recorded during the GETs and PATCHes."""
+    count, concurrency = options.sizes.completions, options.api_concurrency
+    progress.step("GET vs PATCH", f"creating {count} surveys")
+    to_complete = await pipeline.create_surveys(
+        completer, count=count, concurrency=concurrency, prefix="complete"
+    )
+    with _profiling(profile, options.profile_dir) if profile else nullcontext():
+        return await pipeline.endpoint_rates(
+            api,
+            config_id,
+            completer,
+            to_complete,
+            concurrency=concurrency,
+            rounds=3,
+            progress=progress,
+        )
 
 
 async def _warm_up(
