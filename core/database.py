@@ -11,17 +11,25 @@
 On both, compiled SQL is cached by SQLAlchemy's statement cache key, as SQLAlchemy's own
 engine does: `databases` compiles every statement on every call, which cost about 1 ms of
 CPU per statement, more than running it.
+
+`run_unit(db, unit)` runs a short write transaction written as a generator of statements
+(`WriteUnit`). On PostgreSQL that is an ordinary transaction. On SQLite, where every
+statement through `databases` is several hops to the connection's thread (each one an
+event-loop iteration with the write lock held), the units of concurrent callers run in
+ONE hop and ONE transaction, each in a savepoint of its own: group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+import sqlite3
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiosqlite
 import databases
+from databases.backends.common.records import Record, Row, create_column_maps
 from databases.backends.postgres import PostgresBackend, PostgresConnection
 from databases.backends.sqlite import (
     CompilationContext,
@@ -31,6 +39,7 @@ from databases.backends.sqlite import (
 )
 from databases.backends.sqlite import SQLiteTransaction as _SQLiteTransaction
 from databases.core import DatabaseURL
+from sqlalchemy.engine.cursor import CursorResultMetaData
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import Compiled
@@ -39,10 +48,17 @@ from sqlalchemy.sql.ddl import DDLElement
 SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_POOL_SIZE = 16
 COMPILE_CACHE_SIZE = 1000
+GROUP_COMMIT_MAX_UNITS = 64
 
-__all__ = ["Database", "open_database", "record_dict"]
+__all__ = ["Database", "WriteUnit", "open_database", "record_dict", "run_unit"]
 
 Database = databases.Database
+T = TypeVar("T")
+WriteUnit = Generator[ClauseElement, Any, T]
+"""A write transaction as a generator: it yields each statement and is sent back the
+statement's first row (a record, as `Database.fetch_one` returns it) or None; what it
+returns is the unit's result; an exception it raises rolls back everything it wrote.
+It does no I/O of its own: on SQLite it runs on the connection's thread."""
 
 
 def record_dict(record: Any) -> dict[str, Any]:
@@ -226,12 +242,14 @@ class CachingPostgresBackend(PostgresBackend):
 
 
 class ImmediateSQLiteBackend(SQLiteBackend):
-    """SQLite backend with pooled WAL connections and `BEGIN IMMEDIATE` transactions."""
+    """SQLite backend with pooled WAL connections, `BEGIN IMMEDIATE` transactions and
+    group commit of write units."""
 
     def __init__(self, database_url: DatabaseURL | str, **options: Any) -> None:
         super().__init__(database_url, **options)
         self._pool = _PooledSQLitePool(self._database_url, **self._options)
         self._write_lock = asyncio.Lock()
+        self.group_commit = _GroupCommit(self._pool, self.connection())
 
     async def connect(self) -> None:
         assert isinstance(self._pool, _PooledSQLitePool)
@@ -244,6 +262,160 @@ class ImmediateSQLiteBackend(SQLiteBackend):
 
     def connection(self) -> _ImmediateConnection:
         return _ImmediateConnection(self._pool, self._dialect, self._write_lock)
+
+
+@dataclass
+class _Queued:
+    unit: WriteUnit[Any]
+    future: asyncio.Future[Any]
+    outcome: tuple[bool, Any] = field(default=(False, None))  # (failed, value or error)
+
+
+class _GroupCommit:
+    """Runs the write units of one process's callers in batches, each batch in one
+    transaction and one hop to a pooled connection's thread, under the process's write
+    lock. A batch is whatever queued while the previous one ran (at most
+    `GROUP_COMMIT_MAX_UNITS`): a lone caller waits for nobody. Each unit runs in a
+    savepoint, so one that fails leaves nothing behind and the others commit."""
+
+    def __init__(self, pool: _PooledSQLitePool, compiler: _ImmediateConnection) -> None:
+        self._pool = pool
+        self._compiler = compiler
+        self._queue: list[_Queued] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def run(self, unit: WriteUnit[T]) -> T:
+        queued = _Queued(unit, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._drain())
+        result: T = await queued.future
+        return result
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[:GROUP_COMMIT_MAX_UNITS]
+            del self._queue[:GROUP_COMMIT_MAX_UNITS]
+            # A caller cancelled while queued (its client went away) never writes.
+            batch = [queued for queued in batch if not queued.future.done()]
+            try:
+                if batch:
+                    await self._commit(batch)
+            except BaseException as exc:
+                for queued in batch:
+                    if not queued.future.done():
+                        queued.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for queued in batch:
+                failed, value = queued.outcome
+                if queued.future.done():
+                    continue
+                if failed:
+                    queued.future.set_exception(value)
+                else:
+                    queued.future.set_result(value)
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        async with self._compiler.write_lock:
+            connection = await self._pool.acquire()
+            try:
+                hop: Callable[..., Awaitable[None]] = connection._execute  # aiosqlite's
+                await hop(_run_batch, connection._conn, self._compiler, batch)
+            finally:
+                await self._pool.release(connection)
+
+
+def _run_batch(
+    raw: sqlite3.Connection, compiler: _ImmediateConnection, batch: list[_Queued]
+) -> None:
+    """On the connection's thread: BEGIN IMMEDIATE, each unit in a savepoint, COMMIT.
+    A unit's exception is its outcome; any other error (busy, disk) fails the batch,
+    rolled back whole."""
+
+    def fetch_one(query: ClauseElement) -> Any:
+        sql, args, result_columns, context = compiler._compile(query)
+        cursor = raw.execute(sql, args)
+        try:
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            metadata = CursorResultMetaData(context, cursor.description)
+            keymap: Any = metadata._keymap
+            return Record(
+                Row(metadata, metadata._processors, keymap, row),
+                result_columns,
+                compiler._dialect,
+                create_column_maps(result_columns),
+            )
+        finally:
+            cursor.close()
+
+    raw.execute("BEGIN IMMEDIATE").close()
+    try:
+        for queued in batch:
+            raw.execute("SAVEPOINT unit").close()
+            try:
+                queued.outcome = (False, _drive(queued.unit, fetch_one))
+            except Exception as exc:
+                raw.execute("ROLLBACK TO unit").close()
+                queued.outcome = (True, exc)
+            raw.execute("RELEASE unit").close()
+        raw.execute("COMMIT").close()
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK").close()
+        raise
+
+
+def _drive(unit: WriteUnit[T], fetch_one: Callable[[ClauseElement], Any]) -> T:
+    """Run `unit` to its end; a statement's error is raised inside it, where it may be
+    handled."""
+    value: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            query = unit.throw(error) if error is not None else unit.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            value, error = fetch_one(query), None
+        except Exception as exc:
+            value, error = None, exc
+
+
+async def _drive_in_transaction(db: databases.Database, unit: WriteUnit[T]) -> T:
+    async with db.transaction():
+        value: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                query = unit.throw(error) if error is not None else unit.send(value)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                value, error = await db.fetch_one(query), None
+            except Exception as exc:
+                value, error = None, exc
+
+
+def _in_transaction(db: databases.Database) -> bool:
+    connection = db._global_connection or db._connection
+    return connection is not None and bool(connection._transaction_stack)
+
+
+async def run_unit(db: databases.Database, unit: WriteUnit[T]) -> T:
+    """Run `unit` in a transaction: all it wrote is committed when this returns, and
+    nothing of it if this raises (its own exception, or the database's). On SQLite
+    concurrent units share a transaction (group commit), each in a savepoint; inside an
+    open `db.transaction()` the unit joins it instead."""
+    backend = db._backend
+    if isinstance(backend, ImmediateSQLiteBackend) and not _in_transaction(db):
+        return await backend.group_commit.run(unit)
+    return await _drive_in_transaction(db, unit)
 
 
 class _Database(databases.Database):

@@ -8,10 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, record_dict
+from core.database import Database, WriteUnit, record_dict, run_unit
 from core.events import EventType, Survey
 from core.tables import surveys
-from outbox.writer import add_event
+from outbox.writer import add_event, event_insert
 
 
 class SurveyAlreadyCompleted(Exception):
@@ -57,21 +57,30 @@ async def complete_survey(
     changes: dict[str, Any] = {"status": "completed", "completed_at": utcnow()}
     if answers is not None:
         changes["answers"] = answers
-    async with db.transaction():
-        row = await db.fetch_one(
-            surveys.update()
-            .where(
-                surveys.c.id == survey_id,
-                surveys.c.client_id == client_id,
-                surveys.c.status == "in_progress",
-            )
-            .values(**changes)
-            .returning(*surveys.c)
+    return await run_unit(db, completion(client_id, survey_id, changes))
+
+
+def completion(
+    client_id: str, survey_id: str, changes: dict[str, Any]
+) -> WriteUnit[dict[str, Any] | None]:
+    """The write unit of `complete_survey`: the survey's update and its event."""
+    row = yield (
+        surveys.update()
+        .where(
+            surveys.c.id == survey_id,
+            surveys.c.client_id == client_id,
+            surveys.c.status == "in_progress",
         )
-        if row is None:
-            if await get_survey(db, client_id, survey_id) is None:
-                return None
-            raise SurveyAlreadyCompleted(survey_id)
-        view = survey_view(record_dict(row))
-        await add_event(db, client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
+        .values(**changes)
+        .returning(*surveys.c)
+    )
+    if row is None:
+        mine = sa.select(surveys.c.id).where(
+            surveys.c.id == survey_id, surveys.c.client_id == client_id
+        )
+        if (yield mine) is None:
+            return None
+        raise SurveyAlreadyCompleted(survey_id)
+    view = survey_view(record_dict(row))
+    yield event_insert(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
     return view

@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from starlette.applications import Starlette
 
 import service.surveys
 from core.clock import utcnow
-from core.database import Database
+from core.database import Database, WriteUnit
+from core.tables import outbox
 from outbox.writer import add_event
 from tests.conftest import NewClient
 from tests.outbox.helpers import outbox_rows, survey_rows
@@ -340,6 +342,35 @@ def _fault_before_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
 FAULTS = [_fault_after_the_event, _fault_before_the_event]
 
 
+def _faulty_completion(monkeypatch: pytest.MonkeyPatch, *, after: bool) -> None:
+    """Make the completion's write unit fail just before or just after its outbox insert."""
+    original = service.surveys.completion
+
+    def faulty(*args: Any) -> WriteUnit[Any]:
+        unit, value = original(*args), None
+        while True:
+            statement = unit.send(value)
+            is_event = isinstance(statement, sa.Insert) and statement.table is outbox
+            if is_event and not after:
+                raise InjectedFault("before the outbox insert")
+            value = yield statement
+            if is_event:
+                raise InjectedFault("after the outbox insert")
+
+    monkeypatch.setattr(service.surveys, "completion", faulty)
+
+
+def _completion_fault_after_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    _faulty_completion(monkeypatch, after=True)
+
+
+def _completion_fault_before_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    _faulty_completion(monkeypatch, after=False)
+
+
+COMPLETION_FAULTS = [_completion_fault_after_the_event, _completion_fault_before_the_event]
+
+
 @pytest.mark.parametrize("inject", FAULTS)
 async def test_a_failed_create_through_the_api_leaves_neither_row(
     tolerant_api: httpx.AsyncClient,
@@ -376,7 +407,7 @@ async def test_a_failed_create_leaves_neither_row(
     assert await outbox_rows(_db(app), client["id"]) == []
 
 
-@pytest.mark.parametrize("inject", FAULTS)
+@pytest.mark.parametrize("inject", COMPLETION_FAULTS)
 async def test_a_failed_completion_leaves_the_survey_in_progress_and_no_event(
     api: httpx.AsyncClient,
     tolerant_api: httpx.AsyncClient,
