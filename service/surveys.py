@@ -8,10 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, WriteUnit, record_dict, run_unit
+from core.database import Bound, Database, WriteUnit, record_dict, run_unit
 from core.events import EventType, Survey
 from core.tables import surveys
-from outbox.writer import add_event, event_insert
+from outbox.writer import add_event, event_insert, event_params, insert_event_if
 
 
 class SurveyAlreadyCompleted(Exception):
@@ -54,33 +54,68 @@ async def complete_survey(
 ) -> dict[str, Any] | None:
     """Mark the survey completed and emit `survey_finished`; None if not the client's.
     Raises `SurveyAlreadyCompleted` (nothing written) if it was completed already."""
-    changes: dict[str, Any] = {"status": "completed", "completed_at": utcnow()}
-    if answers is not None:
-        changes["answers"] = answers
-    return await run_unit(db, completion(client_id, survey_id, changes))
+    one_statement = db.url.dialect == "postgresql"
+    unit = completion(client_id, survey_id, answers, one_statement=one_statement)
+    return await run_unit(db, unit, one_write=one_statement)
+
+
+def _completion_update(*, with_answers: bool) -> sa.Update:
+    changes: dict[str, Any] = {"status": "completed", "completed_at": sa.bindparam("now")}
+    if with_answers:
+        changes["answers"] = sa.bindparam("new_answers")
+    # The status guard makes a completion that raced another one change nothing.
+    return (
+        surveys.update()
+        .where(
+            surveys.c.id == sa.bindparam("survey_id"),
+            surveys.c.client_id == sa.bindparam("client_id"),
+            surveys.c.status == "in_progress",
+        )
+        .values(changes)
+        .returning(surveys.c.id)
+    )
+
+
+_SURVEY = sa.select(surveys).where(
+    surveys.c.id == sa.bindparam("survey_id"), surveys.c.client_id == sa.bindparam("client_id")
+)
+# By (with answers, with the event in the same statement).
+_COMPLETE = {
+    (answers, with_event): insert_event_if(update) if with_event else update
+    for answers in (False, True)
+    for update in [_completion_update(with_answers=answers)]
+    for with_event in (False, True)
+}
 
 
 def completion(
-    client_id: str, survey_id: str, changes: dict[str, Any]
+    client_id: str, survey_id: str, answers: dict[str, Any] | None, *, one_statement: bool
 ) -> WriteUnit[dict[str, Any] | None]:
-    """The write unit of `complete_survey`: the survey's update and its event."""
-    row = yield (
-        surveys.update()
-        .where(
-            surveys.c.id == survey_id,
-            surveys.c.client_id == client_id,
-            surveys.c.status == "in_progress",
-        )
-        .values(**changes)
-        .returning(*surveys.c)
-    )
+    """The write unit of `complete_survey`: read the survey, then write its completion
+    and its event, in one statement if `one_statement` (PostgreSQL).
+
+    The event is built from the row as read: an in-progress survey changes only by its
+    completion (SPEC 7), and the write's status guard changes nothing if one happened
+    since the read (possible on PostgreSQL, where the read is outside the write)."""
+    ids = {"survey_id": survey_id, "client_id": client_id}
+    row = yield Bound(_SURVEY, ids)
     if row is None:
-        mine = sa.select(surveys.c.id).where(
-            surveys.c.id == survey_id, surveys.c.client_id == client_id
-        )
-        if (yield mine) is None:
-            return None
+        return None
+    survey = record_dict(row)
+    if survey["status"] != "in_progress":
         raise SurveyAlreadyCompleted(survey_id)
-    view = survey_view(record_dict(row))
-    yield event_insert(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
+    now = utcnow()
+    survey.update(status="completed", completed_at=now)
+    if answers is not None:
+        survey["answers"] = answers
+    view = survey_view(survey)
+    event = event_params(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
+    params = {**ids, "now": now, **event}
+    if answers is not None:
+        params["new_answers"] = answers
+    done = yield Bound(_COMPLETE[answers is not None, one_statement], params)
+    if done is None:
+        raise SurveyAlreadyCompleted(survey_id)
+    if not one_statement:
+        yield event_insert(event)
     return view

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +16,7 @@ from starlette.applications import Starlette
 
 import service.surveys
 from core.clock import utcnow
-from core.database import Database, WriteUnit
-from core.tables import outbox
+from core.database import Bound, Database, WriteUnit
 from outbox.writer import add_event
 from tests.conftest import NewClient
 from tests.outbox.helpers import outbox_rows, survey_rows
@@ -342,33 +341,43 @@ def _fault_before_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
 FAULTS = [_fault_after_the_event, _fault_before_the_event]
 
 
-def _faulty_completion(monkeypatch: pytest.MonkeyPatch, *, after: bool) -> None:
-    """Make the completion's write unit fail just before or just after its outbox insert."""
+CompletionFault = Callable[[pytest.MonkeyPatch, str], type[Exception]]
+
+
+def _completion_fault_before_the_write(
+    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
+) -> type[Exception]:
+    """The completion fails once it has read the survey, before its first write."""
     original = service.surveys.completion
 
-    def faulty(*args: Any) -> WriteUnit[Any]:
-        unit, value = original(*args), None
+    def faulty(*args: Any, **options: Any) -> WriteUnit[Any]:
+        unit, value = original(*args, **options), None
         while True:
             statement = unit.send(value)
-            is_event = isinstance(statement, sa.Insert) and statement.table is outbox
-            if is_event and not after:
-                raise InjectedFault("before the outbox insert")
+            query = statement.query if isinstance(statement, Bound) else statement
+            if not isinstance(query, sa.Select):
+                raise InjectedFault("before the write")
             value = yield statement
-            if is_event:
-                raise InjectedFault("after the outbox insert")
 
     monkeypatch.setattr(service.surveys, "completion", faulty)
+    return InjectedFault
 
 
-def _completion_fault_after_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    _faulty_completion(monkeypatch, after=True)
+def _completion_event_refused(
+    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
+) -> type[Exception]:
+    """The database refuses the event (its id is taken) after it made the survey's
+    change: a statement of its own on SQLite, part of the one statement on PostgreSQL."""
+    original = service.surveys.event_params
+
+    def taken(**values: Any) -> dict[str, Any]:
+        return original(**values, event_id=taken_event_id)
+
+    monkeypatch.setattr(service.surveys, "event_params", taken)
+    return Exception  # the driver's unique violation
 
 
-def _completion_fault_before_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    _faulty_completion(monkeypatch, after=False)
-
-
-COMPLETION_FAULTS = [_completion_fault_after_the_event, _completion_fault_before_the_event]
+COMPLETION_FAULTS = [_completion_fault_before_the_write, _completion_event_refused]
 
 
 @pytest.mark.parametrize("inject", FAULTS)
@@ -414,11 +423,12 @@ async def test_a_failed_completion_leaves_the_survey_in_progress_and_no_event(
     app: Starlette,
     client: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-    inject: Any,
+    inject: CompletionFault,
 ) -> None:
     # Given a survey, and a fault in the transaction that completes it
     created = await _create(api, client, answers={"q": "before"})
-    inject(monkeypatch)
+    [created_event] = await outbox_rows(_db(app), client["id"])
+    raised = inject(monkeypatch, created_event["event_id"])
 
     # When it is completed, through the API and directly
     response = await tolerant_api.patch(
@@ -426,7 +436,7 @@ async def test_a_failed_completion_leaves_the_survey_in_progress_and_no_event(
         json={"status": "completed", "answers": {"q": "after"}},
         headers=_headers(client),
     )
-    with pytest.raises(InjectedFault):
+    with pytest.raises(raised):
         await service.surveys.complete_survey(_db(app), client["id"], created["id"], answers=None)
 
     # Then the survey is unchanged and only its survey_created event exists
