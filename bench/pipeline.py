@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from bench.api import Api, Created, Receipt, ReceiverClient
 from bench.progress import Progress
@@ -268,11 +270,17 @@ async def _timed(calls: Iterable[Callable[[], Awaitable[None]]], *, concurrency:
     return time.monotonic() - started
 
 
+CpuSample = Callable[[], dict[str, float | None]]
+"""CPU seconds used so far, by process name."""
+
+
 @dataclass(frozen=True)
 class EndpointRates:
     get_config_per_s: float
     completions_per_s: float
     requests: int
+    cpu_ms_per_get: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_patch: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -288,24 +296,42 @@ async def endpoint_rates(
     concurrency: int,
     rounds: int,
     progress: Progress,
+    cpu: CpuSample | None = None,
 ) -> EndpointRates:
     """As many GETs of one configuration as completions of `survey_ids`, in alternating
-    slices, so that noise from elsewhere on the machine hits both alike."""
+    slices, so that noise from elsewhere on the machine hits both alike. With `cpu`, also
+    the CPU each process spent per request of each kind."""
     get_s = patch_s = 0.0
+    get_cpu: Counter[str] = Counter()
+    patch_cpu: Counter[str] = Counter()
     size = max(1, -(-len(survey_ids) // rounds))
     chunks = [survey_ids[start : start + size] for start in range(0, len(survey_ids), size)]
     for number, chunk in enumerate(chunks, start=1):
         progress.show("GET vs PATCH", f"round {number}/{rounds}")
         gets = [lambda: reader.get_config(config_id)] * len(chunk)
-        get_s += await _timed(gets, concurrency=concurrency)
+        with _cpu_into(get_cpu, cpu):
+            get_s += await _timed(gets, concurrency=concurrency)
         patches = [_completion(completer, survey_id) for survey_id in chunk]
-        patch_s += await _timed(patches, concurrency=concurrency)
+        with _cpu_into(patch_cpu, cpu):
+            patch_s += await _timed(patches, concurrency=concurrency)
     count = len(survey_ids)
     return EndpointRates(
         get_config_per_s=count / get_s if get_s else 0.0,
         completions_per_s=count / patch_s if patch_s else 0.0,
         requests=count,
+        cpu_ms_per_get={name: s / count * 1000 for name, s in get_cpu.items()},
+        cpu_ms_per_patch={name: s / count * 1000 for name, s in patch_cpu.items()},
     )
+
+
+@contextmanager
+def _cpu_into(total: Counter[str], cpu: CpuSample | None) -> Iterator[None]:
+    before = cpu() if cpu else {}
+    yield
+    for name, value in (cpu() if cpu else {}).items():
+        start = before.get(name)
+        if value is not None and start is not None:
+            total[name] += value - start
 
 
 def _completion(api: Api, survey_id: str) -> Callable[[], Awaitable[None]]:

@@ -148,6 +148,8 @@ class Report:
             "completions_per_s": _round(endpoints.completions_per_s if endpoints else None),
             "get_config_per_s": _round(endpoints.get_config_per_s if endpoints else None),
             "completion_ratio": _round(endpoints.ratio if endpoints else None, 3),
+            "cpu_ms_per_get": _per_request(endpoints.cpu_ms_per_get if endpoints else {}),
+            "cpu_ms_per_patch": _per_request(endpoints.cpu_ms_per_patch if endpoints else {}),
             "worker_rss_mb": {
                 "before": [_round(v) for v in self.worker_rss_before_mb],
                 "after": [_round(v) for v in self.worker_rss_after_mb],
@@ -202,6 +204,8 @@ class Report:
             ("GET /config/webhook/{id}", f"{_num(data['get_config_per_s'])} /s"),
             ("PATCH /surveys/{id} (complete)", f"{_num(data['completions_per_s'])} /s"),
             ("ratio PATCH / GET", _percent(data["completion_ratio"])),
+            ("  CPU ms per GET", _cpu(data["cpu_ms_per_get"], digits=2)),
+            ("  CPU ms per PATCH", _cpu(data["cpu_ms_per_patch"], digits=2)),
             ("worker RSS before -> after", _rss(data["worker_rss_mb"])),
             ("load average (1 min) start, end", _loads(data["load_average_1m"])),
             ("elapsed", f"{data['elapsed_s']} s"),
@@ -218,6 +222,10 @@ class Report:
 
 def _setup(data: dict[str, Any]) -> str:
     return f"{data['fanout']} / {data['workers']} x {data['worker_concurrency']}"
+
+
+def _per_request(values: dict[str, float]) -> dict[str, float | None]:
+    return {name: _round(value, 3) for name, value in values.items()}
 
 
 def _num(value: float | None) -> str:

@@ -186,7 +186,7 @@ async def _measure(
             await _warm_up(api, receiver, options, check, progress)
             if options.endpoints_only:
                 report.endpoints = await _endpoints(
-                    api, completer, configs[0], options, progress, profile=service
+                    api, completer, configs[0], options, progress, observed, profile=service
                 )
                 check()
                 return report
@@ -231,7 +231,9 @@ async def _measure(
                 progress=progress,
             )
 
-            report.endpoints = await _endpoints(api, completer, configs[0], options, progress)
+            report.endpoints = await _endpoints(
+                api, completer, configs[0], options, progress, observed
+            )
             report.worker_rss_after_mb = _rss(service)
             check()
             return report
@@ -245,6 +247,7 @@ async def _endpoints(
     config_id: str,
     options: Options,
     progress: Progress,
+    observed: list[Child],
     *,
     profile: Service | None = None,
 ) -> pipeline.EndpointRates:
@@ -264,6 +267,7 @@ async def _endpoints(
             concurrency=concurrency,
             rounds=3,
             progress=progress,
+            cpu=lambda: _cpu_s(observed),
         )
 
 
