@@ -81,7 +81,8 @@ WriteUnit = Generator[Statement, Any, T]
 """A write transaction as a generator: it yields each statement and is sent back the
 statement's first row (a record, as `Database.fetch_one` returns it) or None; what it
 returns is the unit's result; an exception it raises rolls back everything it wrote.
-It does no I/O of its own: on SQLite it runs on the connection's thread."""
+A statement's error ends the unit and is raised to the caller. The unit does no I/O of
+its own: on SQLite it runs on the connection's thread."""
 
 
 def record_dict(record: Any) -> dict[str, Any]:
@@ -329,6 +330,7 @@ class ImmediateSQLiteBackend(SQLiteBackend):
 @dataclass
 class _Queued:
     unit: WriteUnit[Any]
+    one_write: bool
     future: asyncio.Future[Any]
     outcome: tuple[bool, Any] = field(default=(False, None))  # (failed, value or error)
 
@@ -346,8 +348,8 @@ class _GroupCommit:
         self._queue: list[_Queued] = []
         self._runner: asyncio.Task[None] | None = None
 
-    async def run(self, unit: WriteUnit[T]) -> T:
-        queued = _Queued(unit, asyncio.get_running_loop().create_future())
+    async def run(self, unit: WriteUnit[T], *, one_write: bool) -> T:
+        queued = _Queued(unit, one_write, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._drain())
@@ -358,16 +360,15 @@ class _GroupCommit:
         while self._queue:
             batch = self._queue[:GROUP_COMMIT_MAX_UNITS]
             del self._queue[:GROUP_COMMIT_MAX_UNITS]
-            # A caller cancelled while queued (its client went away) never writes.
-            batch = [queued for queued in batch if not queued.future.done()]
             try:
-                if batch:
-                    await self._commit(batch)
+                await self._commit(batch)
             except BaseException as exc:
                 for queued in batch:
                     if not queued.future.done():
                         queued.future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
+                if isinstance(exc, asyncio.CancelledError):  # the loop is closing
+                    for queued in self._queue:
+                        queued.future.cancel()
                     raise
                 continue
             for queued in batch:
@@ -381,6 +382,10 @@ class _GroupCommit:
 
     async def _commit(self, batch: list[_Queued]) -> None:
         async with self._compiler.write_lock:
+            # A caller cancelled until now (its client went away) writes nothing.
+            batch = [queued for queued in batch if not queued.future.done()]
+            if not batch:
+                return
             connection = await self._pool.acquire()
             try:
                 hop: Callable[..., Awaitable[None]] = connection._execute  # aiosqlite's
@@ -419,7 +424,8 @@ def _run_batch(
         for queued in batch:
             raw.execute("SAVEPOINT unit").close()
             try:
-                queued.outcome = (False, _drive(queued.unit, fetch_one))
+                value = _drive(queued.unit, fetch_one, one_write=queued.one_write)
+                queued.outcome = (False, value)
             except Exception as exc:
                 raw.execute("ROLLBACK TO unit").close()
                 queued.outcome = (True, exc)
@@ -431,41 +437,50 @@ def _run_batch(
         raise
 
 
-def _drive(unit: WriteUnit[T], fetch_one: Callable[[Statement], Any]) -> T:
-    """Run `unit` to its end; a statement's error is raised inside it, where it may be
-    handled."""
+def _drive(unit: WriteUnit[T], fetch_one: Callable[[Statement], Any], *, one_write: bool) -> T:
     value: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            query = unit.throw(error) if error is not None else unit.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            value, error = fetch_one(query), None
-        except Exception as exc:
-            value, error = None, exc
-
-
-async def _drive_async(db: databases.Database, unit: WriteUnit[T], *, one_write: bool) -> T:
-    value: Any = None
-    error: Exception | None = None
     wrote = False
     while True:
         try:
-            query = unit.throw(error) if error is not None else unit.send(value)
+            statement = unit.send(value)
         except StopIteration as stop:
             result: T = stop.value
             return result
-        if one_write:
-            if wrote:
-                raise RuntimeError("a one_write unit wrote a second statement")
-            wrote = not isinstance(query.query if isinstance(query, Bound) else query, Select)
+        wrote = _one_write_check(statement, wrote=wrote, one_write=one_write)
         try:
-            value, error = await fetch_one(db, query), None
-        except Exception as exc:
-            value, error = None, exc
+            value = fetch_one(statement)
+        except BaseException:
+            unit.close()
+            raise
+
+
+async def _drive_async(db: databases.Database, unit: WriteUnit[T], *, one_write: bool) -> T:
+    """`_drive`, with the statements run through `databases` on the event loop."""
+    value: Any = None
+    wrote = False
+    while True:
+        try:
+            statement = unit.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        wrote = _one_write_check(statement, wrote=wrote, one_write=one_write)
+        try:
+            value = await fetch_one(db, statement)
+        except BaseException:
+            unit.close()
+            raise
+
+
+def _one_write_check(statement: Statement, *, wrote: bool, one_write: bool) -> bool:
+    """Whether a `one_write` unit has written once `statement` runs; raises if it is a
+    statement after the write."""
+    if not one_write:
+        return False
+    if wrote:
+        raise RuntimeError("a one_write unit ran a statement after its write")
+    query = statement.query if isinstance(statement, Bound) else statement
+    return not isinstance(query, Select)
 
 
 async def fetch_one(db: databases.Database, statement: Statement) -> Any:
@@ -485,18 +500,19 @@ async def run_unit(db: databases.Database, unit: WriteUnit[T], *, one_write: boo
     concurrent units share a transaction (group commit), each in a savepoint; inside an
     open `db.transaction()` the unit joins it instead.
 
-    `one_write`: the unit reads, then writes with one statement, its last (a second
-    write raises). On PostgreSQL it then runs without BEGIN and COMMIT, two round trips
-    fewer: one statement is atomic by itself, and its reads see committed data anyway
-    (READ COMMITTED), so the write must re-check what it relies on (a WHERE guard)."""
+    `one_write`: the unit reads, then writes with one statement, its last (a statement
+    after it raises `RuntimeError`). On PostgreSQL it then runs without BEGIN and
+    COMMIT, two round trips fewer: one statement is atomic by itself, and its reads see
+    committed data anyway (READ COMMITTED), so the write must re-check what it relies on
+    (a WHERE guard)."""
     backend = db._backend
     if isinstance(backend, ImmediateSQLiteBackend) and not _in_transaction(db):
-        return await backend.group_commit.run(unit)
+        return await backend.group_commit.run(unit, one_write=one_write)
     async with db.connection():
         if one_write and not _in_transaction(db):
             return await _drive_async(db, unit, one_write=True)
         async with db.transaction():
-            return await _drive_async(db, unit, one_write=False)
+            return await _drive_async(db, unit, one_write=one_write)
 
 
 class _Database(databases.Database):
