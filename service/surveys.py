@@ -79,13 +79,9 @@ def _completion_update(*, with_answers: bool) -> sa.Update:
 _SURVEY = sa.select(surveys).where(
     surveys.c.id == sa.bindparam("survey_id"), surveys.c.client_id == sa.bindparam("client_id")
 )
-# By (with answers, with the event in the same statement).
-_COMPLETE = {
-    (answers, with_event): insert_event_if(update) if with_event else update
-    for answers in (False, True)
-    for update in [_completion_update(with_answers=answers)]
-    for with_event in (False, True)
-}
+# By whether answers are given; and the same with the event in one statement.
+_UPDATES = {answers: _completion_update(with_answers=answers) for answers in (False, True)}
+_UPDATES_WITH_EVENT = {answers: insert_event_if(update) for answers, update in _UPDATES.items()}
 
 
 def completion(
@@ -113,7 +109,8 @@ def completion(
     params = {**ids, "now": now, **event}
     if answers is not None:
         params["new_answers"] = answers
-    done = yield Bound(_COMPLETE[answers is not None, one_statement], params)
+    update = (_UPDATES_WITH_EVENT if one_statement else _UPDATES)[answers is not None]
+    done = yield Bound(update, params)
     if done is None:
         raise SurveyAlreadyCompleted(survey_id)
     if not one_statement:
