@@ -219,6 +219,44 @@ def _begin_immediate(raw: sqlite3.Connection) -> None:
         raw.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}").close()
 
 
+def _hop(connection: aiosqlite.Connection) -> Callable[..., Awaitable[Any]]:
+    """aiosqlite's own way to run a function on the connection's thread: one hop."""
+    run: Callable[..., Awaitable[Any]] = connection._execute
+    return run
+
+
+def _run(
+    raw: sqlite3.Connection, dialect: Dialect, compiled: Any, *, rows: bool, many: bool
+) -> Any:
+    """On the connection's thread: execute a compiled statement (`_compile`'s result) and
+    read its result, as `databases` does in three hops: records (all of them if `many`,
+    else the first or None) if `rows`, else the last row id or the row count."""
+    sql, args, result_columns, context = compiled
+    cursor = raw.execute(sql, args)
+    try:
+        if not rows:
+            return cursor.rowcount if cursor.lastrowid == 0 else cursor.lastrowid
+        fetched = cursor.fetchall() if many else [cursor.fetchone()]
+        fetched = [row for row in fetched if row is not None]
+        if not fetched:
+            return [] if many else None
+        metadata = CursorResultMetaData(context, cursor.description)
+        keymap: Any = metadata._keymap
+        column_maps = create_column_maps(result_columns)
+        records = [
+            Record(
+                Row(metadata, metadata._processors, keymap, row),
+                result_columns,
+                dialect,
+                column_maps,
+            )
+            for row in fetched
+        ]
+        return records if many else records[0]
+    finally:
+        cursor.close()
+
+
 class _ImmediateTransaction(_SQLiteTransaction):
     """`BEGIN IMMEDIATE`, taken after the process's write lock: writers of one process
     queue in asyncio instead of in SQLite's busy handler, which sleeps (up to 100 ms a
@@ -237,17 +275,21 @@ class _ImmediateTransaction(_SQLiteTransaction):
         assert raw is not None, "Connection is not acquired"
         await self._write_lock.acquire()
         try:
-            hop: Callable[..., Awaitable[None]] = raw._execute  # aiosqlite's, to its thread
-            await hop(_begin_immediate, raw._conn)
+            await _hop(raw)(_begin_immediate, raw._conn)
         except BaseException:
             self._write_lock.release()
             raise
 
     async def commit(self) -> None:
-        await self._end(super().commit())
+        await self._end(self._finish("COMMIT") if self._is_root else super().commit())
 
     async def rollback(self) -> None:
-        await self._end(super().rollback())
+        await self._end(self._finish("ROLLBACK") if self._is_root else super().rollback())
+
+    async def _finish(self, sql: str) -> None:
+        raw = self._connection._connection
+        assert raw is not None, "Connection is not acquired"
+        await _hop(raw)(lambda: raw._conn.execute(sql).close())
 
     async def _end(self, ending: Awaitable[None]) -> None:
         try:
@@ -266,6 +308,22 @@ class _ImmediateConnection(SQLiteConnection):
 
     def transaction(self) -> _ImmediateTransaction:
         return _ImmediateTransaction(self)
+
+    async def fetch_all(self, query: ClauseElement) -> list[Any]:
+        records: list[Any] = await self._in_one_hop(query, rows=True, many=True)
+        return records
+
+    async def fetch_one(self, query: ClauseElement) -> Any:
+        return await self._in_one_hop(query, rows=True, many=False)
+
+    async def execute(self, query: ClauseElement) -> Any:
+        return await self._in_one_hop(query, rows=False, many=False)
+
+    async def _in_one_hop(self, query: ClauseElement, *, rows: bool, many: bool) -> Any:
+        raw = self._connection
+        assert raw is not None, "Connection is not acquired"
+        compiled = self._compile(query)
+        return await _hop(raw)(_run, raw._conn, self._dialect, compiled, rows=rows, many=many)
 
     def _compile(self, query: Statement) -> Any:
         hit = _prepare(self._cache, self._dialect, query)
@@ -388,8 +446,7 @@ class _GroupCommit:
                 return
             connection = await self._pool.acquire()
             try:
-                hop: Callable[..., Awaitable[None]] = connection._execute  # aiosqlite's
-                await hop(_run_batch, connection._conn, self._compiler, batch)
+                await _hop(connection)(_run_batch, connection._conn, self._compiler, batch)
             finally:
                 await self._pool.release(connection)
 
@@ -402,22 +459,8 @@ def _run_batch(
     rolled back whole."""
 
     def fetch_one(query: Statement) -> Any:
-        sql, args, result_columns, context = compiler._compile(query)
-        cursor = raw.execute(sql, args)
-        try:
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            metadata = CursorResultMetaData(context, cursor.description)
-            keymap: Any = metadata._keymap
-            return Record(
-                Row(metadata, metadata._processors, keymap, row),
-                result_columns,
-                compiler._dialect,
-                create_column_maps(result_columns),
-            )
-        finally:
-            cursor.close()
+        compiled = compiler._compile(query)
+        return _run(raw, compiler._dialect, compiled, rows=True, many=False)
 
     _begin_immediate(raw)
     try:
