@@ -4,8 +4,9 @@
 
 - SQLite (aiosqlite): every connection runs in WAL mode with a busy timeout, every
   transaction starts with `BEGIN IMMEDIATE` (so a writer waits for the lock up front
-  instead of failing to upgrade a read lock with "database is locked"), and
-  connections are pooled instead of opened per task (each one is a thread).
+  instead of failing to upgrade a read lock with "database is locked"), connections
+  are pooled instead of opened per task (each one is a thread), and a statement is one
+  hop to the connection's thread (`databases` makes two or three).
 - PostgreSQL (asyncpg): a connection pool; `postgres://` is accepted as an alias.
 
 On both, compiled SQL is cached by SQLAlchemy's statement cache key, as SQLAlchemy's own
@@ -13,10 +14,10 @@ engine does: `databases` compiles every statement on every call, which cost abou
 CPU per statement, more than running it.
 
 `run_unit(db, unit)` runs a short write transaction written as a generator of statements
-(`WriteUnit`). On PostgreSQL that is an ordinary transaction. On SQLite, where every
-statement through `databases` is several hops to the connection's thread (each one an
-event-loop iteration with the write lock held), the units of concurrent callers run in
-ONE hop and ONE transaction, each in a savepoint of its own: group commit.
+(`WriteUnit`). On PostgreSQL that is an ordinary transaction (or none, for a unit whose
+only write is its last statement). On SQLite, where each hop is an event-loop iteration
+with the process's write lock held, the units of concurrent callers run in ONE hop and
+ONE transaction, each in a savepoint of its own: group commit.
 """
 
 from __future__ import annotations

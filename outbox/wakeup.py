@@ -53,11 +53,24 @@ class RedisWakeup(LocalWakeup):
         self._redis = aioredis.Redis.from_url(redis_url)
         self._listener: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._publisher: asyncio.Task[None] | None = None
+        self._again = False
 
     def notify(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish())
+        # Notifies made while a publish is on its way share the next one: under load the
+        # poller gets one message per round trip to Redis instead of one per commit.
+        self._again = True
+        if self._publisher is not None and not self._publisher.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._publish_while_notified())
+        self._publisher = task
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _publish_while_notified(self) -> None:
+        while self._again:
+            self._again = False
+            await self._publish()
 
     async def _publish(self) -> None:
         try:
