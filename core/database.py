@@ -16,7 +16,7 @@ CPU per statement, more than running it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_POOL_SIZE = 16
 COMPILE_CACHE_SIZE = 1000
 
-__all__ = ["Database", "open_database", "record_dict"]
+__all__ = ["Database", "execute_many", "open_database", "record_dict"]
 
 Database = databases.Database
 
@@ -57,6 +57,13 @@ class _Prepared:
     sql: str
     keys: list[str]  # the order of the driver's positional arguments
 
+    def arguments(self, *, extracted: Any, values: Mapping[str, Any] | None = None) -> list[Any]:
+        """The driver's positional arguments: this statement's bound values (or `values`
+        by bind parameter name), through each type's bind processing."""
+        params = self.compiled.construct_params(params=values, extracted_parameters=extracted) or {}
+        processors = self.compiled._bind_processors  # type: ignore[attr-defined]
+        return [processors[k](params[k]) if k in processors else params[k] for k in self.keys]
+
 
 class _CompileCache:
     """Compiled statements by SQLAlchemy cache key (which leaves out bound values)."""
@@ -68,6 +75,23 @@ class _CompileCache:
     def prepare(self, dialect: Dialect, query: ClauseElement) -> tuple[_Prepared, list[Any]] | None:
         """The prepared SQL and this call's arguments; None for what cannot be cached
         (DDL, IN lists whose length shapes the SQL, literal-rendered values)."""
+        found = self._lookup(dialect, query)
+        if found is None:
+            return None
+        prepared, bindparams = found
+        return prepared, prepared.arguments(extracted=bindparams)
+
+    def prepare_many(
+        self, dialect: Dialect, query: ClauseElement, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[_Prepared, list[list[Any]]]:
+        """The prepared SQL and one argument list per row (bind parameter values by name)."""
+        found = self._lookup(dialect, query)
+        if found is None:
+            raise ValueError("execute_many needs a statement whose SQL does not vary by row")
+        prepared, bindparams = found
+        return prepared, [prepared.arguments(extracted=bindparams, values=row) for row in rows]
+
+    def _lookup(self, dialect: Dialect, query: ClauseElement) -> tuple[_Prepared, Any] | None:
         if isinstance(query, DDLElement):
             return None
         key = query._generate_cache_key()
@@ -82,10 +106,7 @@ class _CompileCache:
             )
             prepared = _Prepared(compiled, *self._number(compiled))
             self._entries[key.key] = prepared
-        params = prepared.compiled.construct_params(extracted_parameters=key.bindparams) or {}
-        processors = prepared.compiled._bind_processors  # type: ignore[attr-defined]
-        args = [processors[k](params[k]) if k in processors else params[k] for k in prepared.keys]
-        return prepared, args
+        return prepared, key.bindparams
 
 
 def _qmark(compiled: Compiled) -> tuple[str, list[str]]:
@@ -267,3 +288,21 @@ def open_database(url: str, *, pool_size: int = 10) -> databases.Database:
     if url.startswith("postgresql"):
         return _Database(url, min_size=1, max_size=pool_size)
     return _Database(url)
+
+
+async def execute_many(
+    db: databases.Database, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run `statement` once per row in ONE driver call: one thread hop on SQLite, one
+    pipelined batch on PostgreSQL (`databases` runs and compiles a statement per row).
+
+    `statement` names its values with `sa.bindparam(name)`; each row maps those names to
+    values. No rows come back. Run it inside `db.transaction()` when the rows must be
+    written together.
+    """
+    if not rows:
+        return
+    async with db.connection() as connection:
+        backend: Any = connection._connection
+        prepared, arguments = backend._cache.prepare_many(backend._dialect, statement, rows)
+        await connection.raw_connection.executemany(prepared.sql, arguments)

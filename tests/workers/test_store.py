@@ -26,7 +26,7 @@ from tests.outbox.helpers import (
     new_delivery,
 )
 from workers import store
-from workers.store import AttemptRecord, Claim, Health, Status
+from workers.store import AttemptRecord, Claim, Health, Result, Status
 
 T0 = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
 LEASE_S = 30.0
@@ -47,8 +47,7 @@ async def config(db: Database, clock: FrozenDateTimeFactory) -> dict[str, Any]:
 
 
 async def _claimed(db: Database, delivery_id: str) -> Claim:
-    claim = await store.claim(db, delivery_id, lease_s=LEASE_S)
-    assert claim is not None
+    [claim] = await store.claim(db, [delivery_id], lease_s=LEASE_S)
     return claim
 
 
@@ -62,15 +61,14 @@ async def _record(
 ) -> None:
     """`store.record` with the endpoint's health as this attempt reports it."""
     ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
-    await store.record(
-        db,
-        claim,
-        attempt,
+    result = Result(
+        claim=claim,
+        attempt=attempt,
         status=status,
         next_attempt_at=next_attempt_at,
         health=Health.OK if ok else Health.FAILING,
-        disable_after_s=DISABLE_AFTER_S,
     )
+    await store.record(db, [result], disable_after_s=DISABLE_AFTER_S)
 
 
 def _attempt(
@@ -115,9 +113,9 @@ async def test_the_lease_is_taken_once_until_it_expires(
     await _claimed(db, delivery_id)
 
     # While the lease holds, nobody else gets the delivery
-    assert await store.claim(db, delivery_id, lease_s=LEASE_S) is None
+    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
     clock.move_to(T0 + LEASE - timedelta(seconds=1))
-    assert await store.claim(db, delivery_id, lease_s=LEASE_S) is None
+    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
 
     # After it expired (the worker died), another worker takes it for a new lease
     clock.move_to(T0 + LEASE + timedelta(seconds=1))
@@ -140,12 +138,12 @@ async def test_a_delivery_that_is_not_due_yet_is_refused(
     later = await new_delivery(db, config, next_attempt_at=T0 + timedelta(seconds=5))
     almost = await new_delivery(db, config, next_attempt_at=T0 + timedelta(milliseconds=500))
 
-    assert await store.claim(db, later, lease_s=LEASE_S) is None
+    assert await store.claim(db, [later], lease_s=LEASE_S) == []
     assert (await delivery(db, later))["lease_expires_at"] is None
     # a queue message may arrive a little early: within a second is due
-    assert await store.claim(db, almost, lease_s=LEASE_S) is not None
+    assert await store.claim(db, [almost], lease_s=LEASE_S) != []
     clock.move_to(T0 + timedelta(seconds=5))
-    assert await store.claim(db, later, lease_s=LEASE_S) is not None
+    assert await store.claim(db, [later], lease_s=LEASE_S) != []
 
 
 @pytest.mark.parametrize("status", ["delivered", "failed", "cancelled", "held"])
@@ -154,14 +152,14 @@ async def test_a_delivery_that_is_not_pending_is_refused(
 ) -> None:
     delivery_id = await new_delivery(db, config, status=status, next_attempt_at=T0)
 
-    assert await store.claim(db, delivery_id, lease_s=LEASE_S) is None
+    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
     row = await delivery(db, delivery_id)
     assert row["status"] == status
     assert row["lease_expires_at"] is None
 
 
 async def test_an_unknown_delivery_is_refused(db: Database) -> None:
-    assert await store.claim(db, str(uuid.uuid4()), lease_s=LEASE_S) is None
+    assert await store.claim(db, [str(uuid.uuid4())], lease_s=LEASE_S) == []
 
 
 async def test_during_a_rotation_both_secrets_sign_for_24_hours(
