@@ -84,11 +84,19 @@ class _CompileCache:
     def prepare_many(
         self, dialect: Dialect, query: ClauseElement, rows: Sequence[Mapping[str, Any]]
     ) -> tuple[_Prepared, list[list[Any]]]:
-        """The prepared SQL and one argument list per row (bind parameter values by name)."""
+        """The prepared SQL and one argument list per row (bind parameter values by name).
+        A statement SQLAlchemy gives no cache key (ON CONFLICT, say) is cached as the
+        object itself: pass one built once, not one per call."""
         found = self._lookup(dialect, query)
-        if found is None:
+        if found is not None:
+            prepared, bindparams = found
+        elif isinstance(query, DDLElement) or query._generate_cache_key() is not None:
             raise ValueError("execute_many needs a statement whose SQL does not vary by row")
-        prepared, bindparams = found
+        else:
+            prepared = self._entries.get(query) or self._store(
+                query, self._compile(dialect, query, None)
+            )
+            bindparams = None
         return prepared, [prepared.arguments(extracted=bindparams, values=row) for row in rows]
 
     def _lookup(self, dialect: Dialect, query: ClauseElement) -> tuple[_Prepared, Any] | None:
@@ -99,14 +107,20 @@ class _CompileCache:
             return None
         prepared = self._entries.get(key.key)
         if prepared is None:
-            if len(self._entries) >= COMPILE_CACHE_SIZE:
-                self._entries.clear()
-            compiled = query._compiler(
-                dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
-            )
-            prepared = _Prepared(compiled, *self._number(compiled))
-            self._entries[key.key] = prepared
+            prepared = self._store(key.key, self._compile(dialect, query, key))
         return prepared, key.bindparams
+
+    def _compile(self, dialect: Dialect, query: ClauseElement, key: Any) -> _Prepared:
+        compiled = query._compiler(
+            dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
+        )
+        return _Prepared(compiled, *self._number(compiled))
+
+    def _store(self, key: Any, prepared: _Prepared) -> _Prepared:
+        if len(self._entries) >= COMPILE_CACHE_SIZE:
+            self._entries.clear()
+        self._entries[key] = prepared
+        return prepared
 
 
 def _qmark(compiled: Compiled) -> tuple[str, list[str]]:

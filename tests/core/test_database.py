@@ -185,7 +185,7 @@ async def test_execute_many_in_a_failed_transaction_writes_nothing(db: Database)
     rows = _client_rows(3)
     rows[-1]["key_hash"] = rows[0]["key_hash"]
 
-    with pytest.raises(Exception, match="(?i)unique"):
+    with pytest.raises(Exception, match=r"(?i)unique"):
         async with db.transaction():
             await execute_many(db, _INSERT_CLIENT, rows)
 

@@ -128,10 +128,13 @@ async def test_fanning_out_again_creates_no_duplicates(db: Database) -> None:
     )
     redone = await _drain(db)
 
-    # Then there is still one delivery, and nothing new is enqueued for it
+    # Then there is still one delivery, and it is not enqueued again: the redone fan-out's
+    # id names no delivery
     assert [row["id"] for row in await deliveries_of(db, event_id=event_id)] == [first["id"]]
     assert first["config_id"] == config["id"]
     assert all(first["id"] not in fanout.pending_ids for fanout in again + redone)
+    [ghost] = [delivery_id for fanout in again + redone for delivery_id in fanout.pending_ids]
+    assert await db.fetch_one(sa.select(deliveries).where(deliveries.c.id == ghost)) is None
     [row] = await outbox_rows(db, client_id)
     assert row["dispatched_at"] is not None
 
