@@ -40,7 +40,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_POOL_SIZE = 16
 COMPILE_CACHE_SIZE = 1000
 
-__all__ = ["Database", "execute_many", "open_database", "record_dict"]
+__all__ = ["Database", "execute_many", "fetch_bound", "open_database", "record_dict"]
 
 Database = databases.Database
 
@@ -66,7 +66,8 @@ class _Prepared:
 
 
 class _CompileCache:
-    """Compiled statements by SQLAlchemy cache key (which leaves out bound values)."""
+    """Compiled statements by SQLAlchemy cache key (which leaves out bound values), or,
+    for statements built once (`bind`, `execute_many`), by the statement itself."""
 
     def __init__(self, number: Callable[[Compiled], tuple[str, list[str]]]) -> None:
         self._number = number
@@ -75,31 +76,6 @@ class _CompileCache:
     def prepare(self, dialect: Dialect, query: ClauseElement) -> tuple[_Prepared, list[Any]] | None:
         """The prepared SQL and this call's arguments; None for what cannot be cached
         (DDL, IN lists whose length shapes the SQL, literal-rendered values)."""
-        found = self._lookup(dialect, query)
-        if found is None:
-            return None
-        prepared, bindparams = found
-        return prepared, prepared.arguments(extracted=bindparams)
-
-    def prepare_many(
-        self, dialect: Dialect, query: ClauseElement, rows: Sequence[Mapping[str, Any]]
-    ) -> tuple[_Prepared, list[list[Any]]]:
-        """The prepared SQL and one argument list per row (bind parameter values by name).
-        A statement SQLAlchemy gives no cache key (ON CONFLICT, say) is cached as the
-        object itself: pass one built once, not one per call."""
-        found = self._lookup(dialect, query)
-        if found is not None:
-            prepared, bindparams = found
-        elif isinstance(query, DDLElement) or query._generate_cache_key() is not None:
-            raise ValueError("execute_many needs a statement whose SQL does not vary by row")
-        else:
-            prepared = self._entries.get(query) or self._store(
-                query, self._compile(dialect, query, None)
-            )
-            bindparams = None
-        return prepared, [prepared.arguments(extracted=bindparams, values=row) for row in rows]
-
-    def _lookup(self, dialect: Dialect, query: ClauseElement) -> tuple[_Prepared, Any] | None:
         if isinstance(query, DDLElement):
             return None
         key = query._generate_cache_key()
@@ -108,7 +84,21 @@ class _CompileCache:
         prepared = self._entries.get(key.key)
         if prepared is None:
             prepared = self._store(key.key, self._compile(dialect, query, key))
-        return prepared, key.bindparams
+        return prepared, prepared.arguments(extracted=key.bindparams)
+
+    def prepare_bound(
+        self, dialect: Dialect, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[_Prepared, list[list[Any]]]:
+        """The prepared SQL of a statement built once, cached as the object itself (no
+        cache key is computed), and one argument list per row of bind parameter values
+        by name."""
+        prepared = self._entries.get(statement)
+        if prepared is None:
+            prepared = self._compile(dialect, statement, None)
+            if any(b.expanding or b.literal_execute for b in prepared.compiled.binds.values()):  # type: ignore[attr-defined]
+                raise ValueError("a bound statement's SQL must not vary with its values")
+            self._store(statement, prepared)
+        return prepared, [prepared.arguments(extracted=None, values=row) for row in rows]
 
     def _compile(self, dialect: Dialect, query: ClauseElement, key: Any) -> _Prepared:
         compiled = query._compiler(
@@ -121,6 +111,33 @@ class _CompileCache:
             self._entries.clear()
         self._entries[key] = prepared
         return prepared
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A statement built once with `sa.bindparam(name)` placeholders, and one call's
+    values by name (see `fetch_bound`)."""
+
+    statement: ClauseElement
+    values: Mapping[str, Any]
+
+
+async def fetch_bound(
+    db: databases.Database, statement: ClauseElement, values: Mapping[str, Any]
+) -> list[Any]:
+    """`db.fetch_all` of a statement built once (module level) with `sa.bindparam(name)`
+    placeholders, given this call's values by name. It skips building the statement and
+    computing its cache key, which cost more than running a short one."""
+    return await db.fetch_all(Bound(statement, values))  # type: ignore[arg-type]
+
+
+def _prepare(
+    cache: _CompileCache, dialect: Dialect, query: ClauseElement | Bound
+) -> tuple[_Prepared, list[Any]] | None:
+    if isinstance(query, Bound):
+        prepared, [args] = cache.prepare_bound(dialect, query.statement, [query.values])
+        return prepared, args
+    return cache.prepare(dialect, query)
 
 
 def _qmark(compiled: Compiled) -> tuple[str, list[str]]:
@@ -225,9 +242,10 @@ class _ImmediateConnection(SQLiteConnection):
     def transaction(self) -> _ImmediateTransaction:
         return _ImmediateTransaction(self)
 
-    def _compile(self, query: ClauseElement) -> Any:
-        hit = self._cache.prepare(self._dialect, query)
+    def _compile(self, query: ClauseElement | Bound) -> Any:
+        hit = _prepare(self._cache, self._dialect, query)
         if hit is None:
+            assert not isinstance(query, Bound), "a bound statement is always cached"
             return super()._compile(query)
         prepared, args = hit
         compiled: Any = prepared.compiled
@@ -246,9 +264,10 @@ class _ImmediateConnection(SQLiteConnection):
 class _CachingPostgresConnection(PostgresConnection):
     _cache = _CompileCache(_dollar)
 
-    def _compile(self, query: ClauseElement) -> Any:
-        hit = self._cache.prepare(self._dialect, query)
+    def _compile(self, query: ClauseElement | Bound) -> Any:
+        hit = _prepare(self._cache, self._dialect, query)
         if hit is None:
+            assert not isinstance(query, Bound), "a bound statement is always cached"
             return super()._compile(query)
         prepared, args = hit
         compiled: Any = prepared.compiled
@@ -310,13 +329,14 @@ async def execute_many(
     """Run `statement` once per row in ONE driver call: one thread hop on SQLite, one
     pipelined batch on PostgreSQL (`databases` runs and compiles a statement per row).
 
-    `statement` names its values with `sa.bindparam(name)`; each row maps those names to
-    values. No rows come back. Run it inside `db.transaction()` when the rows must be
+    `statement` is built once (it is cached as the object, as for `bind`) and names its
+    values with `sa.bindparam(name)`; each row maps those names to values. No rows come
+    back. Run it inside `db.transaction()` when the rows must be
     written together.
     """
     if not rows:
         return
     async with db.connection() as connection:
         backend: Any = connection._connection
-        prepared, arguments = backend._cache.prepare_many(backend._dialect, statement, rows)
+        prepared, arguments = backend._cache.prepare_bound(backend._dialect, statement, rows)
         await connection.raw_connection.executemany(prepared.sql, arguments)

@@ -46,9 +46,7 @@ async def _process_deliverer() -> Deliverer:
             http = create_client(
                 timeout_s=settings.request_timeout_s,
                 allow_private_targets=settings.allow_private_targets,
-                # Room for every delivery of every thread's batch: a request must not
-                # spend its timeout queueing for a connection.
-                max_connections=settings.worker_concurrency * BATCH_SIZE,
+                max_connections=settings.worker_concurrency * 2,
             )
             _deliverer = Deliverer(db=db, http=http, settings=settings)
     return _deliverer

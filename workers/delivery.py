@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
@@ -25,6 +25,7 @@ from core.metrics import ATTEMPT_DURATION, DELIVERIES
 from core.settings import Settings
 from workers import store
 from workers.backoff import next_delay_ms
+from workers.capacity import Capacity, Held
 from workers.errors import DeliveryError, TargetBlocked
 from workers.signing import webhook_headers
 from workers.store import AttemptRecord, Claim, Health, Result, Status
@@ -47,6 +48,10 @@ class Deliverer:
     db: Database
     http: httpx.AsyncClient
     settings: Settings
+    capacity: Capacity = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.capacity = Capacity(self.settings.worker_concurrency)
 
     async def deliver(self, delivery_id: str) -> Outcome:
         """`deliver_many` of one delivery."""
@@ -54,17 +59,29 @@ class Deliverer:
 
     async def deliver_many(self, delivery_ids: Sequence[str]) -> dict[str, Outcome]:
         """Attempt each delivery that is pending, due and not leased by another worker,
-        all at once, and record the attempts together; an outcome for every id."""
+        all at once (in slices of at most the worker's concurrency), and record the
+        attempts together; an outcome for every id."""
+        ids = list(dict.fromkeys(delivery_ids))
+        outcomes: dict[str, Outcome] = {}
+        for start in range(0, len(ids), self.capacity.slots):
+            outcomes |= await self._deliver_slice(ids[start : start + self.capacity.slots])
+        return outcomes
+
+    async def _deliver_slice(self, delivery_ids: list[str]) -> dict[str, Outcome]:
         outcomes = {delivery_id: Outcome(None) for delivery_id in delivery_ids}
-        claims = await store.claim(self.db, list(outcomes), lease_s=self.settings.delivery_lease_s)
-        usable = []
-        for claim in claims:
-            parked = await self._park(claim)
-            if parked is None:
-                usable.append(claim)
-            else:
-                outcomes[claim.delivery_id] = Outcome(parked)
-        results = await asyncio.gather(*(self._attempt(claim) for claim in usable))
+        async with self.capacity.hold(len(delivery_ids)) as held:
+            claims = await store.claim(
+                self.db, delivery_ids, lease_s=self.settings.delivery_lease_s
+            )
+            usable = []
+            for claim in claims:
+                parked = await self._park(claim)
+                if parked is None:
+                    usable.append(claim)
+                else:
+                    outcomes[claim.delivery_id] = Outcome(parked)
+            await held.give(len(delivery_ids) - len(usable))
+            results = await asyncio.gather(*(self._attempt(claim, held) for claim in usable))
         if results:
             await store.record(
                 self.db,
@@ -81,9 +98,12 @@ class Deliverer:
             return await store.park(self.db, claim)
         return None
 
-    async def _attempt(self, claim: Claim) -> tuple[Result, Outcome]:
+    async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome]:
         started_at = utcnow()
-        reply, error, duration_ms = await self._post(claim)
+        try:
+            reply, error, duration_ms = await self._post(claim)
+        finally:
+            await held.give()
         attempt = AttemptRecord(
             started_at=started_at,
             duration_ms=duration_ms,

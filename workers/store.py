@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.configs import locked_state
-from core.database import Database, execute_many, record_dict
-from core.tables import attempts, deliveries, webhook_configs
+from core.database import Database, execute_many, fetch_bound, record_dict
+from core.tables import UTCDateTime, attempts, deliveries, webhook_configs
 
 # A message may arrive a little before the due time it was delayed to.
 EARLY_ARRIVAL_SLACK = timedelta(seconds=1)
@@ -74,42 +74,61 @@ def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
     return secrets
 
 
+# Built once with a fixed number of id slots (unused ones are NULL, which matches
+# nothing): building and compiling a statement per call cost more than running it.
+CLAIM_SLOTS = 16
+_ID_SLOTS = [f"id{n}" for n in range(CLAIM_SLOTS)]
+_CLAIM = (
+    deliveries.update()
+    .where(
+        deliveries.c.id.in_([sa.bindparam(name, type_=sa.String) for name in _ID_SLOTS]),
+        deliveries.c.status == Status.PENDING,
+        deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime),
+        sa.or_(
+            deliveries.c.lease_expires_at.is_(None),
+            deliveries.c.lease_expires_at < sa.bindparam("now", type_=UTCDateTime),
+        ),
+    )
+    .values(lease_expires_at=sa.bindparam("lease_expires_at"))
+    .returning(
+        deliveries.c.id,
+        deliveries.c.event_id,
+        deliveries.c.config_id,
+        deliveries.c.body,
+        deliveries.c.attempt_count,
+    )
+)
+_CONFIGS = sa.select(webhook_configs).where(
+    webhook_configs.c.id.in_([sa.bindparam(name, type_=sa.String) for name in _ID_SLOTS])
+)
+
+
+def _slots(ids: Sequence[str]) -> dict[str, str | None]:
+    return dict(zip(_ID_SLOTS, [*ids, *[None] * (CLAIM_SLOTS - len(ids))], strict=True))
+
+
 async def claim(db: Database, delivery_ids: Sequence[str], *, lease_s: float) -> list[Claim]:
-    """Take the lease of each pending, due delivery that nobody else holds, in one
-    statement; those that are final, not due yet or leased by another worker are left
-    out. One more statement reads their configurations."""
+    """Take the lease of each pending, due delivery that nobody else holds; those that
+    are final, not due yet or leased by another worker are left out. Two statements for
+    each `CLAIM_SLOTS` ids: the lease, and the configurations."""
+    claims = []
+    for start in range(0, len(delivery_ids), CLAIM_SLOTS):
+        claims += await _claim_slots(db, delivery_ids[start : start + CLAIM_SLOTS], lease_s)
+    return claims
+
+
+async def _claim_slots(db: Database, delivery_ids: Sequence[str], lease_s: float) -> list[Claim]:
     now = utcnow()
     lease_expires_at = now + timedelta(seconds=lease_s)
-    leased = await db.fetch_all(
-        deliveries.update()
-        .where(
-            deliveries.c.id.in_(delivery_ids),
-            deliveries.c.status == Status.PENDING,
-            deliveries.c.next_attempt_at <= now + EARLY_ARRIVAL_SLACK,
-            sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
-        )
-        .values(lease_expires_at=lease_expires_at)
-        .returning(
-            deliveries.c.id,
-            deliveries.c.event_id,
-            deliveries.c.config_id,
-            deliveries.c.body,
-            deliveries.c.attempt_count,
-        )
-    )
+    values = {"due_by": now + EARLY_ARRIVAL_SLACK, "now": now, "lease_expires_at": lease_expires_at}
+    leased = await fetch_bound(db, _CLAIM, _slots(delivery_ids) | values)
     if not leased:
         return []
     rows = [record_dict(row) for row in leased]
+    config_ids = list({row["config_id"] for row in rows})
     configs = {
         config["id"]: config
-        for config in map(
-            record_dict,
-            await db.fetch_all(
-                sa.select(webhook_configs).where(
-                    webhook_configs.c.id.in_({row["config_id"] for row in rows})
-                )
-            ),
-        )
+        for config in map(record_dict, await fetch_bound(db, _CONFIGS, _slots(config_ids)))
     }
     return [
         _claim(row, configs[row["config_id"]], now=now, lease_expires_at=lease_expires_at)

@@ -13,7 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, execute_many, normalize_url, open_database, record_dict
+from core.database import (
+    Database,
+    execute_many,
+    fetch_bound,
+    normalize_url,
+    open_database,
+    record_dict,
+)
 from core.tables import clients, webhook_configs
 
 WRITERS = 50
@@ -153,7 +160,7 @@ def _client_rows(count: int) -> list[dict[str, object]]:
     return [
         {
             "id": str(uuid.uuid4()),
-            "name": f"many {n}",
+            "name": f"many {n} {uuid.uuid4().hex}",
             "key_hash": uuid.uuid4().hex,
             "created_at": moment + timedelta(seconds=n),
         }
@@ -194,8 +201,32 @@ async def test_execute_many_in_a_failed_transaction_writes_nothing(db: Database)
 
 
 async def test_execute_many_refuses_a_statement_whose_sql_varies(db: Database) -> None:
-    with pytest.raises(ValueError, match="does not vary"):
+    with pytest.raises(ValueError, match="must not vary"):
         await execute_many(db, clients.delete().where(clients.c.id.in_(["a", "b"])), [{"x": 1}])
+
+
+_CLIENTS_SINCE = sa.select(clients.c.id, clients.c.created_at).where(
+    clients.c.name == sa.bindparam("name"),
+    clients.c.created_at >= sa.bindparam("since", type_=clients.c.created_at.type),
+)
+
+
+async def test_fetch_bound_runs_a_statement_built_once_with_each_calls_values(
+    db: Database,
+) -> None:
+    rows = _client_rows(3)
+    await execute_many(db, _INSERT_CLIENT, rows)
+
+    for row in rows:
+        found = [
+            record_dict(r)
+            for r in await fetch_bound(
+                db, _CLIENTS_SINCE, {"name": row["name"], "since": row["created_at"]}
+            )
+        ]
+        assert found == [{"id": row["id"], "created_at": row["created_at"]}]
+    later = rows[0]["created_at"] + timedelta(days=1)  # type: ignore[operator]
+    assert await fetch_bound(db, _CLIENTS_SINCE, {"name": rows[0]["name"], "since": later}) == []
 
 
 def test_postgres_scheme_is_normalized() -> None:

@@ -4,6 +4,7 @@ the delivery and its attempts (SPEC 7, 8), on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -613,3 +614,35 @@ async def test_in_a_batch_a_gone_answer_disables_the_endpoint_whatever_else_it_a
     assert sorted(str(o.status) for o in outcomes.values()) == ["delivered", "held"]
     stored = await _config_row(db, config["id"])
     assert (stored["enabled"], stored["disabled_reason"]) == (False, "gone")
+
+
+async def test_no_more_requests_are_in_flight_than_the_worker_concurrency(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given a receiver that answers slowly, and a worker with 3 deliveries in flight at most
+    in_flight = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return httpx.Response(200)
+
+    deliverer = make_deliverer(Receiver(), WEBHOOKS_WORKER_CONCURRENCY=3)
+    deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    ids = [await _delivery_id(db, config) for _ in range(7)]
+
+    # When two batches are delivered at once
+    try:
+        first, second = await asyncio.gather(
+            deliverer.deliver_many(ids[:4]), deliverer.deliver_many(ids[4:])
+        )
+    finally:
+        await deliverer.http.aclose()
+
+    # Then every delivery went out, never more than 3 at a time
+    assert {o.status for o in [*first.values(), *second.values()]} == {Status.DELIVERED}
+    assert len(first) + len(second) == 7
+    assert peak == 3
