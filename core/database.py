@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 import databases
+import sqlalchemy as sa
 from databases.backends.postgres import PostgresBackend, PostgresConnection
 from databases.backends.sqlite import (
     CompilationContext,
@@ -32,7 +33,7 @@ from databases.backends.sqlite import (
 from databases.backends.sqlite import SQLiteTransaction as _SQLiteTransaction
 from databases.core import DatabaseURL
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.ddl import DDLElement
 
@@ -40,7 +41,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_POOL_SIZE = 16
 COMPILE_CACHE_SIZE = 1000
 
-__all__ = ["Database", "execute_many", "fetch_bound", "open_database", "record_dict"]
+__all__ = ["Database", "Slots", "execute_many", "fetch_bound", "open_database", "record_dict"]
 
 Database = databases.Database
 
@@ -120,6 +121,27 @@ class Bound:
 
     statement: ClauseElement
     values: Mapping[str, Any]
+
+
+class Slots:
+    """`column IN (:name0, ..., :nameN-1)` for statements built once: `values(items)` gives
+    the parameters for up to N items (the slots left over are NULL, which matches
+    nothing), and `chunks(items)` splits a longer list."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self.count = count
+        self._names = [f"{name}{n}" for n in range(count)]
+
+    def in_(self, column: ColumnElement[Any]) -> ColumnElement[bool]:
+        return column.in_([sa.bindparam(name, type_=column.type) for name in self._names])
+
+    def values(self, items: Sequence[Any]) -> dict[str, Any]:
+        if len(items) > self.count:
+            raise ValueError(f"{len(items)} items for {self.count} slots")
+        return dict(zip(self._names, [*items, *[None] * (self.count - len(items))], strict=True))
+
+    def chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
+        return [items[start : start + self.count] for start in range(0, len(items), self.count)]
 
 
 async def fetch_bound(

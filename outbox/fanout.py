@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.clock import utcnow
-from core.database import Database, execute_many, record_dict
+from core.database import Database, Slots, execute_many, fetch_bound, record_dict
 from core.events import event_body
 from core.tables import deliveries, outbox, webhook_configs
 
@@ -48,20 +48,33 @@ def _claim_query(db: Database, batch_size: int) -> sa.Select[Any]:
     return query
 
 
-async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+_CLIENTS = Slots("client", 16)
+
+
+def _subscribers_statement(*, share_lock: bool) -> sa.Select[Any]:
     query = sa.select(
         webhook_configs.c.id,
         webhook_configs.c.client_id,
         webhook_configs.c.subscribed_events,
         webhook_configs.c.enabled,
-    ).where(webhook_configs.c.client_id.in_(client_ids), webhook_configs.c.deleted_at.is_(None))
-    if db.url.dialect == "postgresql":
-        # A re-enable that commits during the fan-out would miss the held rows it inserts.
-        query = query.with_for_update(read=True)
-    rows = await db.fetch_all(query)
+    ).where(_CLIENTS.in_(webhook_configs.c.client_id), webhook_configs.c.deleted_at.is_(None))
+    # On PostgreSQL, a re-enable that commits during the fan-out would miss the held rows
+    # it inserts.
+    return query.with_for_update(read=True) if share_lock else query
+
+
+_SUBSCRIBERS = {
+    "postgresql": _subscribers_statement(share_lock=True),
+    "sqlite": _subscribers_statement(share_lock=False),
+}
+
+
+async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
     by_client: dict[str, list[dict[str, Any]]] = {}
-    for row in map(record_dict, rows):
-        by_client.setdefault(row["client_id"], []).append(row)
+    for chunk in _CLIENTS.chunks(sorted(client_ids)):
+        rows = await fetch_bound(db, _SUBSCRIBERS[db.url.dialect], _CLIENTS.values(chunk))
+        for row in map(record_dict, rows):
+            by_client.setdefault(row["client_id"], []).append(row)
     return by_client
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.configs import locked_state
-from core.database import Database, execute_many, fetch_bound, record_dict
+from core.database import Database, Slots, execute_many, fetch_bound, record_dict
 from core.tables import UTCDateTime, attempts, deliveries, webhook_configs
 
 # A message may arrive a little before the due time it was delayed to.
@@ -74,14 +74,13 @@ def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
     return secrets
 
 
-# Built once with a fixed number of id slots (unused ones are NULL, which matches
-# nothing): building and compiling a statement per call cost more than running it.
-CLAIM_SLOTS = 16
-_ID_SLOTS = [f"id{n}" for n in range(CLAIM_SLOTS)]
+# Built once with a fixed number of id slots: building and compiling a statement per
+# call cost more than running it.
+_IDS = Slots("id", 16)
 _CLAIM = (
     deliveries.update()
     .where(
-        deliveries.c.id.in_([sa.bindparam(name, type_=sa.String) for name in _ID_SLOTS]),
+        _IDS.in_(deliveries.c.id),
         deliveries.c.status == Status.PENDING,
         deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime),
         sa.or_(
@@ -98,22 +97,16 @@ _CLAIM = (
         deliveries.c.attempt_count,
     )
 )
-_CONFIGS = sa.select(webhook_configs).where(
-    webhook_configs.c.id.in_([sa.bindparam(name, type_=sa.String) for name in _ID_SLOTS])
-)
-
-
-def _slots(ids: Sequence[str]) -> dict[str, str | None]:
-    return dict(zip(_ID_SLOTS, [*ids, *[None] * (CLAIM_SLOTS - len(ids))], strict=True))
+_CONFIGS = sa.select(webhook_configs).where(_IDS.in_(webhook_configs.c.id))
 
 
 async def claim(db: Database, delivery_ids: Sequence[str], *, lease_s: float) -> list[Claim]:
     """Take the lease of each pending, due delivery that nobody else holds; those that
     are final, not due yet or leased by another worker are left out. Two statements for
-    each `CLAIM_SLOTS` ids: the lease, and the configurations."""
+    each 16 ids: the lease, and the configurations."""
     claims = []
-    for start in range(0, len(delivery_ids), CLAIM_SLOTS):
-        claims += await _claim_slots(db, delivery_ids[start : start + CLAIM_SLOTS], lease_s)
+    for chunk in _IDS.chunks(delivery_ids):
+        claims += await _claim_slots(db, chunk, lease_s)
     return claims
 
 
@@ -121,14 +114,14 @@ async def _claim_slots(db: Database, delivery_ids: Sequence[str], lease_s: float
     now = utcnow()
     lease_expires_at = now + timedelta(seconds=lease_s)
     values = {"due_by": now + EARLY_ARRIVAL_SLACK, "now": now, "lease_expires_at": lease_expires_at}
-    leased = await fetch_bound(db, _CLAIM, _slots(delivery_ids) | values)
+    leased = await fetch_bound(db, _CLAIM, _IDS.values(delivery_ids) | values)
     if not leased:
         return []
     rows = [record_dict(row) for row in leased]
     config_ids = list({row["config_id"] for row in rows})
     configs = {
         config["id"]: config
-        for config in map(record_dict, await fetch_bound(db, _CONFIGS, _slots(config_ids)))
+        for config in map(record_dict, await fetch_bound(db, _CONFIGS, _IDS.values(config_ids)))
     }
     return [
         _claim(row, configs[row["config_id"]], now=now, lease_expires_at=lease_expires_at)
