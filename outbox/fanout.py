@@ -59,7 +59,9 @@ def _subscribers_statement(*, share_lock: bool) -> sa.Select[Any]:
         webhook_configs.c.enabled,
     ).where(_CLIENTS.in_(webhook_configs.c.client_id), webhook_configs.c.deleted_at.is_(None))
     # On PostgreSQL, a re-enable that commits during the fan-out would miss the held rows
-    # it inserts.
+    # it inserts. Rows are locked in (client, id) order, as the workers' records lock
+    # them (the chunks go in client order).
+    query = query.order_by(webhook_configs.c.client_id, webhook_configs.c.id)
     return query.with_for_update(read=True) if share_lock else query
 
 

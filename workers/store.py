@@ -38,6 +38,7 @@ class Claim:
     delivery_id: str
     event_id: str
     config_id: str
+    client_id: str
     body: str
     attempt: int
     url: str
@@ -140,6 +141,7 @@ def _claim(
         delivery_id=delivery["id"],
         event_id=delivery["event_id"],
         config_id=delivery["config_id"],
+        client_id=config["client_id"],
         body=delivery["body"],
         attempt=delivery["attempt_count"] + 1,
         url=config["url"],
@@ -209,13 +211,16 @@ _UPDATE_DELIVERY = (
 
 
 async def record(db: Database, results: Sequence[Result], *, disable_after_s: float) -> None:
-    """Store the attempts, the deliveries' new states and the endpoints' health, and
-    release the leases, all in one transaction of a few statements however many."""
-    rows = [_result_row(result) for result in results]
+    """Store the endpoints' health, the attempts and the deliveries' new states, and
+    release the leases, all in one transaction of a few statements however many.
+
+    Rows are locked in the order the fan-out locks them, so that concurrent batches and
+    fan-outs cannot deadlock on PostgreSQL: configurations first, by (client, id), then
+    deliveries by id."""
+    rows = sorted(map(_result_row, results), key=lambda row: str(row["delivery_id"]))
     async with db.transaction():
-        await execute_many(db, _INSERT_ATTEMPT, rows)
-        await execute_many(db, _UPDATE_DELIVERY, rows)
-        for config_id, (health, failing_since, now) in _health_by_config(results).items():
+        for (_, config_id), verdict in sorted(_health_by_config(results).items()):
+            health, failing_since, now = verdict
             await _update_health(
                 db,
                 config_id,
@@ -224,6 +229,8 @@ async def record(db: Database, results: Sequence[Result], *, disable_after_s: fl
                 now=now,
                 disable_after_s=disable_after_s,
             )
+        await execute_many(db, _INSERT_ATTEMPT, rows)
+        await execute_many(db, _UPDATE_DELIVERY, rows)
 
 
 def _result_row(result: Result) -> dict[str, Any]:
@@ -242,15 +249,17 @@ def _result_row(result: Result) -> dict[str, Any]:
 
 def _health_by_config(
     results: Sequence[Result],
-) -> dict[str, tuple[Health, datetime | None, datetime]]:
-    """One verdict per endpoint: `gone` wins, then any success, else failing."""
-    verdicts: dict[str, tuple[Health, datetime | None, datetime]] = {}
+) -> dict[tuple[str, str], tuple[Health, datetime | None, datetime]]:
+    """One verdict per endpoint, by (client, configuration): `gone` wins, then any
+    success, else failing."""
+    verdicts: dict[tuple[str, str], tuple[Health, datetime | None, datetime]] = {}
     rank = {Health.FAILING: 0, Health.OK: 1, Health.GONE: 2}
     for result in results:
         claim, now = result.claim, result.attempt.started_at
-        seen = verdicts.get(claim.config_id)
+        key = (claim.client_id, claim.config_id)
+        seen = verdicts.get(key)
         if seen is None or rank[result.health] > rank[seen[0]]:
-            verdicts[claim.config_id] = (result.health, claim.failing_since, now)
+            verdicts[key] = (result.health, claim.failing_since, now)
     return verdicts
 
 

@@ -3,6 +3,7 @@ attempt together with the delivery's new state (both backends, time moved by fre
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from core import configs
+from core.clock import utcnow
 from core.database import Database
 from core.events import event_body
 from core.tables import webhook_configs
@@ -366,3 +368,39 @@ async def test_park_leaves_a_delivery_whose_configuration_was_re_enabled(
     row = await delivery(db, delivery_id)
     assert row["status"] == "pending"
     assert row["lease_expires_at"] == T0 + LEASE, "the worker keeps its lease to send it"
+
+
+async def test_concurrent_records_of_the_same_endpoints_do_not_deadlock(db: Database) -> None:
+    # Given batches that each hold a delivery to two endpoints, listed in either order,
+    # all claimed while both endpoints looked healthy
+    client_id = await new_client_id(db)
+    one, two = await new_config(db, client_id), await new_config(db, client_id)
+    batches = []
+    for n in range(12):
+        ids = [await new_delivery(db, config) for config in ((one, two) if n % 2 else (two, one))]
+        claims = {claim.delivery_id: claim for claim in await store.claim(db, ids, lease_s=LEASE_S)}
+        batches.append([claims[delivery_id] for delivery_id in ids])
+
+    # When their failures are recorded all at once (each marks both endpoints failing)
+    await asyncio.gather(
+        *(
+            store.record(
+                db,
+                [
+                    Result(claim, _attempt(), Status.PENDING, utcnow(), Health.FAILING)
+                    for claim in batch
+                ],
+                disable_after_s=DISABLE_AFTER_S,
+            )
+            for batch in batches
+        )
+    )
+
+    # Then every attempt is on record, and both endpoints are failing
+    for claim in (claim for batch in batches for claim in batch):
+        assert len(await attempts_of(db, claim.delivery_id)) == 1
+    for config in (one, two):
+        stored = await db.fetch_one(
+            webhook_configs.select().where(webhook_configs.c.id == config["id"])
+        )
+        assert stored is not None and stored._mapping["failing_since"] is not None
