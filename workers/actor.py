@@ -29,6 +29,7 @@ QUEUE_NAME = "deliveries"
 # Deliveries per message: enough to make the per-message and per-statement costs small,
 # few enough that a burst still spreads over the worker's threads.
 BATCH_SIZE = 16
+MESSAGE_TIME_LIMIT_MS = 24 * 3600 * 1000
 
 _deliverer: Deliverer | None = None
 # One lock per event loop: each Dramatiq worker started in a process runs its own loop.
@@ -114,6 +115,9 @@ def declare_deliver(broker: dramatiq.Broker) -> dramatiq.Actor[[list[str]], None
         # The database counts attempts; this only has to outlast them.
         max_retries=settings.max_attempts + 5,
         throws=PERMANENT,
-        time_limit=int((settings.request_timeout_s + 60) * 1000),
+        # Each POST has its own timeout, but a batch may first wait for capacity behind
+        # slow endpoints; a time limit that struck after its POSTs would cancel their
+        # record, and they would be sent again once their leases ran out.
+        time_limit=MESSAGE_TIME_LIMIT_MS,
     )
     return declare(_deliver_with(broker))
