@@ -109,8 +109,10 @@ class ReceiverClient:
     async def distinct(self) -> int:
         return int((await self._get("/count"))["distinct"])
 
-    async def posts(self) -> int:
-        return int((await self._get("/count"))["posts"])
+    async def repeated(self) -> int:
+        """POSTs of a `webhook-id` received before (one reading of both counts)."""
+        count = await self._get("/count")
+        return int(count["posts"]) - int(count["distinct"])
 
     async def reset(self) -> None:
         await self._get("/reset")

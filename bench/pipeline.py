@@ -38,7 +38,7 @@ class Run:
     created: list[Created]
     receipts: list[Receipt]
     expected: int
-    posts: int
+    repeated: int
 
     @property
     def received(self) -> int:
@@ -50,7 +50,7 @@ class Run:
 
     @property
     def duplicates(self) -> int:
-        return max(0, self.posts - self.received)
+        return self.repeated
 
     @property
     def window_s(self) -> float:
@@ -106,7 +106,7 @@ async def create_configs(api: Api, receiver_url: str, *, fanout: int) -> list[st
 async def _collect(receiver: ReceiverClient, created: list[Created], *, expected: int) -> Run:
     ours = {c.survey_id for c in created}
     receipts = [r for r in await receiver.dump() if r.survey_id in ours]
-    return Run(created, receipts, expected, await receiver.posts())
+    return Run(created, receipts, expected, await receiver.repeated())
 
 
 async def _wait_for_deliveries(

@@ -202,7 +202,8 @@ async def _measure(
                     surveys=surveys,
                     fanout=options.fanout,
                     concurrency=concurrency,
-                    drain_timeout_s=sizes.drain_timeout_s,
+                    # A backlog of many deliveries takes its time to drain.
+                    drain_timeout_s=max(sizes.drain_timeout_s, sizes.deliveries / 100),
                     check=check,
                     progress=progress,
                 )

@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiosqlite
 import databases
+import sqlalchemy as sa
 from databases.backends.common.records import Record, Row, create_column_maps
 from databases.backends.postgres import PostgresBackend, PostgresConnection
 from databases.backends.sqlite import (
@@ -43,7 +44,7 @@ from databases.backends.sqlite import SQLiteTransaction as _SQLiteTransaction
 from databases.core import DatabaseURL
 from sqlalchemy.engine.cursor import CursorResultMetaData
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql import ClauseElement, ColumnElement, Select
 from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.ddl import DDLElement
 
@@ -56,7 +57,10 @@ GROUP_COMMIT_MAX_UNITS = 64
 __all__ = [
     "Bound",
     "Database",
+    "Slots",
     "WriteUnit",
+    "execute_many",
+    "fetch_bound",
     "fetch_one",
     "open_database",
     "record_dict",
@@ -65,25 +69,6 @@ __all__ = [
 
 Database = databases.Database
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A statement built once with `sa.bindparam`s, and the values of one execution by
-    bind name. Building a statement and its cache key costs SQLAlchemy 0.1-0.4 ms of CPU;
-    this costs about 0.01 ms."""
-
-    query: ClauseElement
-    params: Mapping[str, Any]
-
-
-Statement = ClauseElement | Bound
-WriteUnit = Generator[Statement, Any, T]
-"""A write transaction as a generator: it yields each statement and is sent back the
-statement's first row (a record, as `Database.fetch_one` returns it) or None; what it
-returns is the unit's result; an exception it raises rolls back everything it wrote.
-A statement's error ends the unit and is raised to the caller. The unit does no I/O of
-its own: on SQLite it runs on the connection's thread."""
 
 
 def record_dict(record: Any) -> dict[str, Any]:
@@ -98,20 +83,25 @@ class _Prepared:
     sql: str
     keys: list[str]  # the order of the driver's positional arguments
 
+    def arguments(self, *, extracted: Any, values: Mapping[str, Any] | None = None) -> list[Any]:
+        """The driver's positional arguments: this statement's bound values (or `values`
+        by bind parameter name), through each type's bind processing."""
+        params = self.compiled.construct_params(params=values, extracted_parameters=extracted) or {}
+        processors = self.compiled._bind_processors  # type: ignore[attr-defined]
+        return [processors[k](params[k]) if k in processors else params[k] for k in self.keys]
+
 
 class _CompileCache:
-    """Compiled statements by SQLAlchemy cache key (which leaves out bound values)."""
+    """Compiled statements by SQLAlchemy cache key (which leaves out bound values), or,
+    for statements built once (`bind`, `execute_many`), by the statement itself."""
 
     def __init__(self, number: Callable[[Compiled], tuple[str, list[str]]]) -> None:
         self._number = number
         self._entries: dict[Any, _Prepared] = {}
 
-    def prepare(
-        self, dialect: Dialect, query: ClauseElement, params: Mapping[str, Any] | None = None
-    ) -> tuple[_Prepared, list[Any]] | None:
-        """The prepared SQL and this call's arguments, `params` giving the values of the
-        query's `sa.bindparam`s by name; None for what cannot be cached (DDL, IN lists
-        whose length shapes the SQL, literal-rendered values)."""
+    def prepare(self, dialect: Dialect, query: ClauseElement) -> tuple[_Prepared, list[Any]] | None:
+        """The prepared SQL and this call's arguments; None for what cannot be cached
+        (DDL, IN lists whose length shapes the SQL, literal-rendered values)."""
         if isinstance(query, DDLElement):
             return None
         key = query._generate_cache_key()
@@ -119,31 +109,91 @@ class _CompileCache:
             return None
         prepared = self._entries.get(key.key)
         if prepared is None:
-            if len(self._entries) >= COMPILE_CACHE_SIZE:
-                self._entries.clear()
-            compiled = query._compiler(
-                dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
-            )
-            prepared = _Prepared(compiled, *self._number(compiled))
-            self._entries[key.key] = prepared
-        values = (
-            prepared.compiled.construct_params(params=params, extracted_parameters=key.bindparams)
-            or {}
+            prepared = self._store(key.key, self._compile(dialect, query, key))
+        return prepared, prepared.arguments(extracted=key.bindparams)
+
+    def prepare_bound(
+        self, dialect: Dialect, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[_Prepared, list[list[Any]]]:
+        """The prepared SQL of a statement built once, cached as the object itself (no
+        cache key is computed), and one argument list per row of bind parameter values
+        by name."""
+        prepared = self._entries.get(statement)
+        if prepared is None:
+            prepared = self._compile(dialect, statement, None)
+            if any(b.expanding or b.literal_execute for b in prepared.compiled.binds.values()):  # type: ignore[attr-defined]
+                raise ValueError("a bound statement's SQL must not vary with its values")
+            self._store(statement, prepared)
+        return prepared, [prepared.arguments(extracted=None, values=row) for row in rows]
+
+    def _compile(self, dialect: Dialect, query: ClauseElement, key: Any) -> _Prepared:
+        compiled = query._compiler(
+            dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
         )
-        processors = prepared.compiled._bind_processors  # type: ignore[attr-defined]
-        args = [processors[k](values[k]) if k in processors else values[k] for k in prepared.keys]
-        return prepared, args
+        return _Prepared(compiled, *self._number(compiled))
+
+    def _store(self, key: Any, prepared: _Prepared) -> _Prepared:
+        if len(self._entries) >= COMPILE_CACHE_SIZE:
+            self._entries.clear()
+        self._entries[key] = prepared
+        return prepared
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A statement built once with `sa.bindparam(name)` placeholders, and one call's
+    values by name (see `fetch_bound`)."""
+
+    statement: ClauseElement
+    values: Mapping[str, Any]
+
+
+Statement = ClauseElement | Bound
+WriteUnit = Generator[Statement, Any, T]
+"""A write transaction as a generator: it yields each statement and is sent back the
+statement's first row (a record, as `Database.fetch_one` returns it) or None; what it
+returns is the unit's result; an exception it raises rolls back everything it wrote.
+A statement's error ends the unit and is raised to the caller. The unit does no I/O of
+its own: on SQLite it runs on the connection's thread."""
+
+
+class Slots:
+    """`column IN (:name0, ..., :nameN-1)` for statements built once: `values(items)` gives
+    the parameters for up to N items (the slots left over are NULL, which matches
+    nothing), and `chunks(items)` splits a longer list."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self.count = count
+        self._names = [f"{name}{n}" for n in range(count)]
+
+    def in_(self, column: ColumnElement[Any]) -> ColumnElement[bool]:
+        return column.in_([sa.bindparam(name, type_=column.type) for name in self._names])
+
+    def values(self, items: Sequence[Any]) -> dict[str, Any]:
+        if len(items) > self.count:
+            raise ValueError(f"{len(items)} items for {self.count} slots")
+        return dict(zip(self._names, [*items, *[None] * (self.count - len(items))], strict=True))
+
+    def chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
+        return [items[start : start + self.count] for start in range(0, len(items), self.count)]
+
+
+async def fetch_bound(
+    db: databases.Database, statement: ClauseElement, values: Mapping[str, Any]
+) -> list[Any]:
+    """`db.fetch_all` of a statement built once (module level) with `sa.bindparam(name)`
+    placeholders, given this call's values by name. It skips building the statement and
+    computing its cache key, which cost more than running a short one."""
+    return await db.fetch_all(Bound(statement, values))  # type: ignore[arg-type]
 
 
 def _prepare(
-    cache: _CompileCache, dialect: Dialect, query: Statement
+    cache: _CompileCache, dialect: Dialect, query: ClauseElement | Bound
 ) -> tuple[_Prepared, list[Any]] | None:
-    if not isinstance(query, Bound):
-        return cache.prepare(dialect, query)
-    hit = cache.prepare(dialect, query.query, query.params)
-    if hit is None:
-        raise ValueError("a Bound statement must be cacheable (no DDL, no IN list)")
-    return hit
+    if isinstance(query, Bound):
+        prepared, [args] = cache.prepare_bound(dialect, query.statement, [query.values])
+        return prepared, args
+    return cache.prepare(dialect, query)
 
 
 def _qmark(compiled: Compiled) -> tuple[str, list[str]]:
@@ -326,10 +376,10 @@ class _ImmediateConnection(SQLiteConnection):
         compiled = self._compile(query)
         return await _hop(raw)(_run, raw._conn, self._dialect, compiled, rows=rows, many=many)
 
-    def _compile(self, query: Statement) -> Any:
+    def _compile(self, query: ClauseElement | Bound) -> Any:
         hit = _prepare(self._cache, self._dialect, query)
         if hit is None:
-            assert not isinstance(query, Bound)
+            assert not isinstance(query, Bound), "a bound statement is always cached"
             return super()._compile(query)
         prepared, args = hit
         compiled: Any = prepared.compiled
@@ -348,10 +398,10 @@ class _ImmediateConnection(SQLiteConnection):
 class _CachingPostgresConnection(PostgresConnection):
     _cache = _CompileCache(_dollar)
 
-    def _compile(self, query: Statement) -> Any:
+    def _compile(self, query: ClauseElement | Bound) -> Any:
         hit = _prepare(self._cache, self._dialect, query)
         if hit is None:
-            assert not isinstance(query, Bound)
+            assert not isinstance(query, Bound), "a bound statement is always cached"
             return super()._compile(query)
         prepared, args = hit
         compiled: Any = prepared.compiled
@@ -523,7 +573,7 @@ def _one_write_check(statement: Statement, *, wrote: bool, one_write: bool) -> b
         return False
     if wrote:
         raise RuntimeError("a one_write unit ran a statement after its write")
-    query = statement.query if isinstance(statement, Bound) else statement
+    query = statement.statement if isinstance(statement, Bound) else statement
     return not isinstance(query, Select)
 
 
@@ -580,3 +630,22 @@ def open_database(url: str, *, pool_size: int = 10) -> databases.Database:
     if url.startswith("postgresql"):
         return _Database(url, min_size=1, max_size=pool_size)
     return _Database(url)
+
+
+async def execute_many(
+    db: databases.Database, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run `statement` once per row in ONE driver call: one thread hop on SQLite, one
+    pipelined batch on PostgreSQL (`databases` runs and compiles a statement per row).
+
+    `statement` is built once (it is cached as the object, as for `bind`) and names its
+    values with `sa.bindparam(name)`; each row maps those names to values. No rows come
+    back. Run it inside `db.transaction()` when the rows must be
+    written together.
+    """
+    if not rows:
+        return
+    async with db.connection() as connection:
+        backend: Any = connection._connection
+        prepared, arguments = backend._cache.prepare_bound(backend._dialect, statement, rows)
+        await connection.raw_connection.executemany(prepared.sql, arguments)

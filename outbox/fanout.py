@@ -18,11 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.clock import utcnow
-from core.database import Database, record_dict
+from core.database import Database, Slots, execute_many, fetch_bound, record_dict
 from core.events import event_body
 from core.tables import deliveries, outbox, webhook_configs
-
-INSERT_CHUNK_ROWS = 200
 
 
 @dataclass(frozen=True)
@@ -50,21 +48,50 @@ def _claim_query(db: Database, batch_size: int) -> sa.Select[Any]:
     return query
 
 
-async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+_CLIENTS = Slots("client", 16)
+
+
+def _subscribers_statement(*, share_lock: bool) -> sa.Select[Any]:
     query = sa.select(
         webhook_configs.c.id,
         webhook_configs.c.client_id,
         webhook_configs.c.subscribed_events,
         webhook_configs.c.enabled,
-    ).where(webhook_configs.c.client_id.in_(client_ids), webhook_configs.c.deleted_at.is_(None))
-    if db.url.dialect == "postgresql":
-        # A re-enable that commits during the fan-out would miss the held rows it inserts.
-        query = query.with_for_update(read=True)
-    rows = await db.fetch_all(query)
+    ).where(_CLIENTS.in_(webhook_configs.c.client_id), webhook_configs.c.deleted_at.is_(None))
+    # On PostgreSQL, a re-enable that commits during the fan-out would miss the held rows
+    # it inserts. Rows are locked in (client, id) order, as the workers' records lock
+    # them (the chunks go in client order).
+    query = query.order_by(webhook_configs.c.client_id, webhook_configs.c.id)
+    return query.with_for_update(read=True) if share_lock else query
+
+
+_SUBSCRIBERS = {
+    "postgresql": _subscribers_statement(share_lock=True),
+    "sqlite": _subscribers_statement(share_lock=False),
+}
+
+
+async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
     by_client: dict[str, list[dict[str, Any]]] = {}
-    for row in map(record_dict, rows):
-        by_client.setdefault(row["client_id"], []).append(row)
+    for chunk in _CLIENTS.chunks(sorted(client_ids)):
+        rows = await fetch_bound(db, _SUBSCRIBERS[db.url.dialect], _CLIENTS.values(chunk))
+        for row in map(record_dict, rows):
+            by_client.setdefault(row["client_id"], []).append(row)
     return by_client
+
+
+DELIVERY_COLUMNS = (
+    "id",
+    "config_id",
+    "client_id",
+    "event_id",
+    "event_type",
+    "body",
+    "status",
+    "attempt_count",
+    "created_at",
+    "next_attempt_at",
+)
 
 
 def delivery_row(
@@ -114,36 +141,46 @@ def _rows(
     return rows
 
 
-async def insert_deliveries(db: Database, rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Insert, skipping (event, configuration) pairs that exist; returns the inserted ids."""
-    dialect_insert = postgresql.insert if db.url.dialect == "postgresql" else sqlite.insert
-    inserted: list[str] = []
-    for start in range(0, len(rows), INSERT_CHUNK_ROWS):
-        chunk = rows[start : start + INSERT_CHUNK_ROWS]
-        statement = (
-            dialect_insert(deliveries)
-            .values(list(chunk))
-            .on_conflict_do_nothing(index_elements=["event_id", "config_id"])
-            .returning(deliveries.c.id)
-        )
-        inserted += [str(row[0]) for row in await db.fetch_all(statement)]
-    return inserted
+def _insert_statement(dialect: str) -> sa.Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(deliveries)
+        .values({name: sa.bindparam(name) for name in DELIVERY_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["event_id", "config_id"])
+    )
+
+
+_INSERT = {dialect: _insert_statement(dialect) for dialect in ("postgresql", "sqlite")}
+_MARK_DISPATCHED = (
+    outbox.update()
+    .where(outbox.c.seq == sa.bindparam("seq"))
+    .values(dispatched_at=sa.bindparam("dispatched_at"))
+)
+
+
+async def insert_deliveries(db: Database, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `delivery_row`s in one statement batch; a row whose (event, configuration)
+    pair exists already is skipped."""
+    await execute_many(db, _INSERT[db.url.dialect], rows)
 
 
 async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
     """Claim up to `batch_size` undispatched events, create their deliveries and mark
-    them dispatched, all in one transaction. The caller enqueues `pending_ids` after."""
+    them dispatched, all in one transaction. The caller enqueues `pending_ids` after.
+
+    A pair that was fanned out before keeps its delivery, and the id this round made for
+    it names no delivery: its message is a no-op (it cannot happen while events are
+    claimed and marked in one transaction; the unique constraint is the safety net)."""
     async with db.transaction():
         events = [record_dict(row) for row in await db.fetch_all(_claim_query(db, batch_size))]
         if not events:
             return Fanout(0, [], 0)
         subscribers = await _subscribers(db, {event["client_id"] for event in events})
         rows = _rows(events, subscribers)
-        inserted = set(await insert_deliveries(db, rows))
-        await db.execute(
-            outbox.update()
-            .where(outbox.c.seq.in_([event["seq"] for event in events]))
-            .values(dispatched_at=utcnow())
+        await insert_deliveries(db, rows)
+        now = utcnow()
+        await execute_many(
+            db, _MARK_DISPATCHED, [{"seq": event["seq"], "dispatched_at": now} for event in events]
         )
-    pending = [row["id"] for row in rows if row["id"] in inserted and row["status"] == "pending"]
+    pending = [row["id"] for row in rows if row["status"] == "pending"]
     return Fanout(len(events), pending, sum(1 for row in rows if row["status"] == "held"))

@@ -1,14 +1,18 @@
 """The Dramatiq `deliver` actor: async, on the worker's event-loop thread, sharing one
 database pool and one pooled HTTP client per process.
 
-Pending after a failed attempt: `Retry(delay=...)` with the back-off curve (the database
-holds the same due time, so a lost message is recovered by the poller's sweep). A blocked
-target is permanent: the actor raises `TargetBlocked`, which `throws=` makes final.
+A message carries a batch of delivery ids (up to `BATCH_SIZE`), attempted together.
+Pending after a failed attempt: a message of one delivery raises `Retry(delay=...)` with
+the back-off curve; a batch sends each of its pending deliveries again in a message of
+its own, delayed the same way (the database holds the same due time, so a lost message
+is recovered by the poller's sweep). A blocked target is permanent: it is recorded as
+failed, and a message of one delivery raises `TargetBlocked`, which `throws=` makes final.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
@@ -18,11 +22,14 @@ from core.database import open_database
 from core.settings import get_settings
 from workers.delivery import Deliverer
 from workers.errors import PERMANENT, TargetBlocked
-from workers.store import Status
 from workers.transport import create_client
 
 ACTOR_NAME = "deliver"
 QUEUE_NAME = "deliveries"
+# Deliveries per message: enough to make the per-message and per-statement costs small,
+# few enough that a burst still spreads over the worker's threads.
+BATCH_SIZE = 16
+MESSAGE_TIME_LIMIT_MS = 24 * 3600 * 1000
 
 _deliverer: Deliverer | None = None
 # One lock per event loop: each Dramatiq worker started in a process runs its own loop.
@@ -55,13 +62,37 @@ async def _close_deliverer() -> None:
         await deliverer.db.disconnect()
 
 
-async def deliver(delivery_id: str) -> None:
-    """Attempt one delivery; see the module docstring for what happens next."""
-    outcome = await (await _process_deliverer()).deliver(delivery_id)
-    if isinstance(outcome.error, TargetBlocked):
-        raise outcome.error
-    if outcome.status == Status.PENDING and outcome.retry_in_ms is not None:
-        raise dramatiq.Retry(delay=outcome.retry_in_ms)
+def delivery_message(delivery_ids: Sequence[str]) -> dramatiq.Message[None]:
+    return dramatiq.Message(
+        queue_name=QUEUE_NAME,
+        actor_name=ACTOR_NAME,
+        args=(list(delivery_ids),),
+        kwargs={},
+        options={},
+    )
+
+
+def _deliver_with(broker: dramatiq.Broker) -> Callable[[list[str]], Awaitable[None]]:
+    async def deliver(delivery_ids: list[str]) -> None:
+        """Attempt the deliveries; see the module docstring for what happens next."""
+        outcomes = await (await _process_deliverer()).deliver_many(delivery_ids)
+        if len(outcomes) == 1:
+            [outcome] = outcomes.values()
+            if isinstance(outcome.error, TargetBlocked):
+                raise outcome.error
+            if outcome.retry_in_ms is not None:
+                raise dramatiq.Retry(delay=outcome.retry_in_ms)
+            return
+        retries = {id_: o.retry_in_ms for id_, o in outcomes.items() if o.retry_in_ms is not None}
+        if retries:
+            await asyncio.to_thread(_send_retries, broker, retries)
+
+    return deliver
+
+
+def _send_retries(broker: dramatiq.Broker, retries: dict[str, int]) -> None:
+    for delivery_id, delay_ms in retries.items():
+        broker.enqueue(delivery_message([delivery_id]), delay=delay_ms)
 
 
 class CloseDeliverer(Middleware):
@@ -75,7 +106,7 @@ class CloseDeliverer(Middleware):
             loop_thread.run_coroutine(_close_deliverer())
 
 
-def declare_deliver(broker: dramatiq.Broker) -> dramatiq.Actor[[str], None]:
+def declare_deliver(broker: dramatiq.Broker) -> dramatiq.Actor[[list[str]], None]:
     settings = get_settings()
     declare = dramatiq.actor(
         broker=broker,
@@ -84,6 +115,9 @@ def declare_deliver(broker: dramatiq.Broker) -> dramatiq.Actor[[str], None]:
         # The database counts attempts; this only has to outlast them.
         max_retries=settings.max_attempts + 5,
         throws=PERMANENT,
-        time_limit=int((settings.request_timeout_s + 60) * 1000),
+        # Each POST has its own timeout, but a batch may first wait for capacity behind
+        # slow endpoints; a time limit that struck after its POSTs would cancel their
+        # record, and they would be sent again once their leases ran out.
+        time_limit=MESSAGE_TIME_LIMIT_MS,
     )
-    return declare(deliver)
+    return declare(_deliver_with(broker))

@@ -9,7 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.asyncio import AsyncIO
 
-from workers.actor import ACTOR_NAME, QUEUE_NAME, CloseDeliverer, declare_deliver
+from workers.actor import BATCH_SIZE, CloseDeliverer, declare_deliver, delivery_message
 
 
 def create_broker(redis_url: str | None) -> dramatiq.Broker:
@@ -24,17 +24,9 @@ def create_broker(redis_url: str | None) -> dramatiq.Broker:
 
 
 def enqueue_deliveries(broker: dramatiq.Broker, delivery_ids: Sequence[str]) -> None:
-    """Queue one message per delivery (blocking)."""
-    for delivery_id in delivery_ids:
-        broker.enqueue(
-            dramatiq.Message(
-                queue_name=QUEUE_NAME,
-                actor_name=ACTOR_NAME,
-                args=(delivery_id,),
-                kwargs={},
-                options={},
-            )
-        )
+    """Queue the deliveries in messages of up to `BATCH_SIZE` (blocking)."""
+    for start in range(0, len(delivery_ids), BATCH_SIZE):
+        broker.enqueue(delivery_message(delivery_ids[start : start + BATCH_SIZE]))
 
 
 # An idle Redis consumer sleeps up to this long between fetches: it bounds the latency

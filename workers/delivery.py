@@ -1,15 +1,20 @@
-"""One delivery attempt, start to finish: claim, sign, POST, record, decide what next.
+"""Delivery attempts, a batch at a time: claim, sign, POST, record, decide what next.
 
-`deliver` is plain async code with its collaborators passed in (`Deliverer`), so tests
+A batch costs a fixed few database statements (claim, read the configurations, record
+the attempts and states in one transaction), and its POSTs run concurrently.
+
+`Deliverer` is plain async code with its collaborators passed in (`Deliverer`), so tests
 can drive it with `httpx.MockTransport` or a real receiver; `workers.actor` wraps it
 in a Dramatiq actor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
@@ -20,9 +25,10 @@ from core.metrics import ATTEMPT_DURATION, DELIVERIES
 from core.settings import Settings
 from workers import store
 from workers.backoff import next_delay_ms
+from workers.capacity import Capacity, Held
 from workers.errors import DeliveryError, TargetBlocked
 from workers.signing import webhook_headers
-from workers.store import AttemptRecord, Claim, Health, Status
+from workers.store import AttemptRecord, Claim, Health, Result, Status
 from workers.transport import Reply, send
 
 logger = logging.getLogger("webhooks.worker")
@@ -42,21 +48,62 @@ class Deliverer:
     db: Database
     http: httpx.AsyncClient
     settings: Settings
+    capacity: Capacity = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.capacity = Capacity(self.settings.worker_concurrency)
 
     async def deliver(self, delivery_id: str) -> Outcome:
-        """Attempt the delivery if it is pending, due and not leased by another worker."""
-        claim = await store.claim(self.db, delivery_id, lease_s=self.settings.delivery_lease_s)
-        if claim is None:
-            return Outcome(None)
-        if claim.deleted or not claim.enabled:
-            parked = await store.park(self.db, claim)
-            if parked is not None:
-                return Outcome(parked)
-        return await self._attempt(claim)
+        """`deliver_many` of one delivery."""
+        return (await self.deliver_many([delivery_id]))[delivery_id]
 
-    async def _attempt(self, claim: Claim) -> Outcome:
+    async def deliver_many(self, delivery_ids: Sequence[str]) -> dict[str, Outcome]:
+        """Attempt each delivery that is pending, due and not leased by another worker,
+        all at once (in slices of at most the worker's concurrency), and record the
+        attempts together; an outcome for every id."""
+        ids = list(dict.fromkeys(delivery_ids))
+        outcomes: dict[str, Outcome] = {}
+        for start in range(0, len(ids), self.capacity.slots):
+            outcomes |= await self._deliver_slice(ids[start : start + self.capacity.slots])
+        return outcomes
+
+    async def _deliver_slice(self, delivery_ids: list[str]) -> dict[str, Outcome]:
+        outcomes = {delivery_id: Outcome(None) for delivery_id in delivery_ids}
+        async with self.capacity.hold(len(delivery_ids)) as held:
+            claims = await store.claim(
+                self.db, delivery_ids, lease_s=self.settings.delivery_lease_s
+            )
+            usable = []
+            for claim in claims:
+                parked = await self._park(claim)
+                if parked is None:
+                    usable.append(claim)
+                else:
+                    outcomes[claim.delivery_id] = Outcome(parked)
+            await held.give(len(delivery_ids) - len(usable))
+            results = await asyncio.gather(*(self._attempt(claim, held) for claim in usable))
+        if results:
+            await store.record(
+                self.db,
+                [result for result, _ in results],
+                disable_after_s=self.settings.disable_after_s,
+            )
+        for result, outcome in results:
+            _observe(result, outcome)
+            outcomes[result.claim.delivery_id] = outcome
+        return outcomes
+
+    async def _park(self, claim: Claim) -> Status | None:
+        if claim.deleted or not claim.enabled:
+            return await store.park(self.db, claim)
+        return None
+
+    async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome]:
         started_at = utcnow()
-        reply, error, duration_ms = await self._post(claim)
+        try:
+            reply, error, duration_ms = await self._post(claim)
+        finally:
+            await held.give()
         attempt = AttemptRecord(
             started_at=started_at,
             duration_ms=duration_ms,
@@ -66,21 +113,16 @@ class Deliverer:
         )
         outcome = self._decide(claim, reply, error)
         retry_in_ms = outcome.retry_in_ms
-        await store.record(
-            self.db,
-            claim,
-            attempt,
+        result = Result(
+            claim=claim,
+            attempt=attempt,
             status=outcome.status or Status.PENDING,
             next_attempt_at=None
             if retry_in_ms is None
             else started_at + timedelta(milliseconds=retry_in_ms),
             health=_health(reply),
-            disable_after_s=self.settings.disable_after_s,
         )
-        _log(claim, attempt, outcome)
-        ATTEMPT_DURATION.observe(duration_ms / 1000)
-        DELIVERIES.labels(outcome=_metric_outcome(outcome)).inc()
-        return outcome
+        return result, outcome
 
     async def _post(self, claim: Claim) -> tuple[Reply | None, DeliveryError | None, int]:
         """Sign and POST; the reply or the error, and how long it took."""
@@ -135,7 +177,9 @@ def _ok(reply: Reply | None) -> bool:
     return reply is not None and 200 <= reply.status_code < 300
 
 
-def _log(claim: Claim, attempt: AttemptRecord, outcome: Outcome) -> None:
+def _observe(result: Result, outcome: Outcome) -> None:
+    """Log the recorded attempt and count it."""
+    claim, attempt = result.claim, result.attempt
     logger.info(
         "attempt %d %s",
         claim.attempt,
@@ -148,3 +192,5 @@ def _log(claim: Claim, attempt: AttemptRecord, outcome: Outcome) -> None:
             "status_code": attempt.status_code,
         },
     )
+    ATTEMPT_DURATION.observe(attempt.duration_ms / 1000)
+    DELIVERIES.labels(outcome=_metric_outcome(outcome)).inc()

@@ -7,13 +7,20 @@ import asyncio
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, normalize_url, open_database, record_dict
+from core.database import (
+    Database,
+    execute_many,
+    fetch_bound,
+    normalize_url,
+    open_database,
+    record_dict,
+)
 from core.tables import clients, webhook_configs
 
 WRITERS = 50
@@ -138,6 +145,88 @@ async def test_naive_datetimes_are_refused(db: Database) -> None:
                 created_at=datetime(2026, 1, 1),
             )
         )
+
+
+_INSERT_CLIENT = clients.insert().values(
+    id=sa.bindparam("id"),
+    name=sa.bindparam("name"),
+    api_key_hash=sa.bindparam("key_hash"),
+    created_at=sa.bindparam("created_at"),
+)
+
+
+def _client_rows(count: int) -> list[dict[str, object]]:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "name": f"many {n} {uuid.uuid4().hex}",
+            "key_hash": uuid.uuid4().hex,
+            "created_at": moment + timedelta(seconds=n),
+        }
+        for n in range(count)
+    ]
+
+
+async def test_execute_many_writes_every_row_through_the_column_types(db: Database) -> None:
+    rows = _client_rows(5)
+
+    await execute_many(db, _INSERT_CLIENT, rows)
+
+    stored = [
+        record_dict(row)
+        for row in await db.fetch_all(
+            sa.select(clients)
+            .where(clients.c.id.in_([r["id"] for r in rows]))
+            .order_by(clients.c.created_at)
+        )
+    ]
+    assert [(r["id"], r["name"], r["api_key_hash"], r["created_at"]) for r in stored] == [
+        (r["id"], r["name"], r["key_hash"], r["created_at"]) for r in rows
+    ]
+    assert stored[0]["created_at"].tzinfo is not None
+
+
+async def test_execute_many_in_a_failed_transaction_writes_nothing(db: Database) -> None:
+    # Given rows of which the last repeats the first's key hash (a unique column)
+    rows = _client_rows(3)
+    rows[-1]["key_hash"] = rows[0]["key_hash"]
+
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        async with db.transaction():
+            await execute_many(db, _INSERT_CLIENT, rows)
+
+    ids = [r["id"] for r in rows]
+    assert await db.fetch_all(sa.select(clients).where(clients.c.id.in_(ids))) == []
+
+
+async def test_execute_many_refuses_a_statement_whose_sql_varies(db: Database) -> None:
+    with pytest.raises(ValueError, match="must not vary"):
+        await execute_many(db, clients.delete().where(clients.c.id.in_(["a", "b"])), [{"x": 1}])
+
+
+_CLIENTS_SINCE = sa.select(clients.c.id, clients.c.created_at).where(
+    clients.c.name == sa.bindparam("name"),
+    clients.c.created_at >= sa.bindparam("since", type_=clients.c.created_at.type),
+)
+
+
+async def test_fetch_bound_runs_a_statement_built_once_with_each_calls_values(
+    db: Database,
+) -> None:
+    rows = _client_rows(3)
+    await execute_many(db, _INSERT_CLIENT, rows)
+
+    for row in rows:
+        found = [
+            record_dict(r)
+            for r in await fetch_bound(
+                db, _CLIENTS_SINCE, {"name": row["name"], "since": row["created_at"]}
+            )
+        ]
+        assert found == [{"id": row["id"], "created_at": row["created_at"]}]
+    later = rows[0]["created_at"] + timedelta(days=1)  # type: ignore[operator]
+    assert await fetch_bound(db, _CLIENTS_SINCE, {"name": rows[0]["name"], "since": later}) == []
 
 
 def test_postgres_scheme_is_normalized() -> None:

@@ -303,15 +303,23 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
     # Pausing Redis (SIGSTOP) makes every poller that fans out block in its enqueue right
     # after the fan-out transaction committed (the events marked dispatched, the
     # deliveries written). Both pollers are killed then, so whichever claimed the events
-    # (SKIP LOCKED may hand them all to one) dies exactly in that window.
+    # (SKIP LOCKED may hand them all to one) dies exactly in that window. The pollers are
+    # held back first so that events pile up: their round then makes several messages,
+    # and those after the first are never sent (Redis still runs the first one, which
+    # sat in its socket buffer, when it resumes).
     def inject() -> str:
         assert env.redis.process is not None
-        pollers = env.stack.names("poller")
+        pollers = [env.stack.processes[name] for name in env.stack.names("poller")]
+        for poller in pollers:
+            poller.signal(signal.SIGSTOP)
+        time.sleep(2.0)
         os.kill(env.redis.process.pid, signal.SIGSTOP)
         try:
+            for poller in pollers:
+                poller.signal(signal.SIGCONT)
             time.sleep(1.5)
-            for name in pollers:
-                env.stack.kill(name)
+            for poller in pollers:
+                env.stack.kill(poller.name)
         finally:
             os.kill(env.redis.process.pid, signal.SIGCONT)
         for _ in pollers:
@@ -319,7 +327,7 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
         return "blocked in enqueue (Redis paused 1.5 s)"
 
     _, row = run_fault(
-        env, suite, "poller SIGKILL between fan-out and enqueue", inject, inject_after=120
+        env, suite, "poller SIGKILL between fan-out and enqueue", inject, inject_after=100
     )
     assert row.swept >= 1, "nothing was stranded: the kill missed the window"
     assert row.duplicates == 0

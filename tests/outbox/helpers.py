@@ -110,7 +110,8 @@ async def new_delivery(
         enabled=True,
         now=now,
     )
-    [delivery_id] = await insert_deliveries(db, [row])
+    await insert_deliveries(db, [row])
+    delivery_id = str(row["id"])
     changes = {"status": status, **columns}
     if status != "pending" and "next_attempt_at" not in columns:
         changes["next_attempt_at"] = None

@@ -84,6 +84,28 @@ async def test_one_delivery_per_subscribed_configuration_of_the_same_client(
     assert row["dispatched_at"] is not None
 
 
+async def test_one_batch_fans_out_the_events_of_many_clients(db: Database) -> None:
+    # Given events of more clients than one subscriber read takes (16)
+    await _drain(db)
+    configs_by_client = {}
+    for _ in range(37):
+        client_id = await new_client_id(db)
+        configs_by_client[client_id] = await new_config(db, client_id, events=["survey_created"])
+    event_ids = {
+        await _event(db, client_id, "survey_created", {}): client_id
+        for client_id in configs_by_client
+    }
+
+    # When one batch fans them out
+    fanout = await fan_out_batch(db, batch_size=100)
+
+    # Then each event has its one delivery, to its own client's configuration
+    assert (fanout.events, len(fanout.pending_ids)) == (37, 37)
+    for event_id, client_id in event_ids.items():
+        [made] = await deliveries_of(db, event_id=event_id)
+        assert made["config_id"] == configs_by_client[client_id]["id"]
+
+
 async def test_the_body_is_exactly_event_type_and_content(db: Database) -> None:
     client_id = await new_client_id(db)
     await new_config(db, client_id, events=["survey_finished"])
@@ -128,10 +150,13 @@ async def test_fanning_out_again_creates_no_duplicates(db: Database) -> None:
     )
     redone = await _drain(db)
 
-    # Then there is still one delivery, and nothing new is enqueued for it
+    # Then there is still one delivery, and it is not enqueued again: the redone fan-out's
+    # id names no delivery
     assert [row["id"] for row in await deliveries_of(db, event_id=event_id)] == [first["id"]]
     assert first["config_id"] == config["id"]
     assert all(first["id"] not in fanout.pending_ids for fanout in again + redone)
+    [ghost] = [delivery_id for fanout in again + redone for delivery_id in fanout.pending_ids]
+    assert await db.fetch_one(sa.select(deliveries).where(deliveries.c.id == ghost)) is None
     [row] = await outbox_rows(db, client_id)
     assert row["dispatched_at"] is not None
 

@@ -354,7 +354,7 @@ def _completion_fault_before_the_write(
         unit, value = original(*args, **options), None
         while True:
             statement = unit.send(value)
-            query = statement.query if isinstance(statement, Bound) else statement
+            query = statement.statement if isinstance(statement, Bound) else statement
             if not isinstance(query, sa.Select):
                 raise InjectedFault("before the write")
             value = yield statement

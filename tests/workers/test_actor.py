@@ -31,7 +31,7 @@ from tests.outbox.helpers import (
     new_delivery,
 )
 from tests.servers import free_port
-from workers.actor import QUEUE_NAME
+from workers.actor import BATCH_SIZE, QUEUE_NAME
 from workers.broker import create_broker, enqueue_deliveries, start_worker
 from workers.errors import TargetBlocked
 
@@ -343,3 +343,39 @@ async def _close_leftover_connections(db: Database) -> None:
     close = getattr(getattr(db._backend, "_pool", None), "close", None)
     if db.url.dialect == "sqlite" and close is not None:
         await close()
+
+
+def test_deliveries_are_queued_in_batches() -> None:
+    broker = create_broker(None)
+    ids = [str(n) for n in range(2 * BATCH_SIZE + 3)]
+
+    enqueue_deliveries(broker, ids)
+
+    queue = broker.queues[QUEUE_NAME]  # type: ignore[attr-defined]
+    batches = [dramatiq.Message.decode(queue.get_nowait()).args[0] for _ in range(3)]
+    assert [len(batch) for batch in batches] == [BATCH_SIZE, BATCH_SIZE, 3]
+    assert [i for batch in batches for i in batch] == ids
+    assert queue.empty()
+    broker.close()
+
+
+async def test_a_failed_delivery_of_a_batch_is_retried_on_its_own(
+    broker: dramatiq.Broker, idb: Database, receiver: Receiver
+) -> None:
+    # Given a receiver that fails the first request it gets and accepts the rest
+    receiver.statuses = [500, 200]
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    ids = [await new_delivery(idb, config) for _ in range(3)]
+
+    # When the three are sent in one message
+    enqueue_deliveries(broker, ids)
+
+    # Then all are delivered: the failed one on its second attempt, the others once
+    await eventually(partial(_all_delivered, idb, ids), timeout_s=DEADLINE_S)
+    rows = [await delivery(idb, delivery_id) for delivery_id in ids]
+    assert sorted(row["attempt_count"] for row in rows) == [1, 1, 2]
+    [retried] = [row["id"] for row in rows if row["attempt_count"] == 2]
+    assert [a["status_code"] for a in await attempts_of(idb, retried)] == [500, 200]
+    hits = [hit.headers["webhook-id"] for hit in receiver.hits]
+    assert sorted(hits) == sorted([*ids, retried])
+    assert hits[0] == hits[-1] == retried

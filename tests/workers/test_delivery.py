@@ -4,8 +4,10 @@ the delivery and its attempts (SPEC 7, 8), on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -541,3 +543,106 @@ async def test_a_success_ends_the_failing_streak(
 
     stored = await _config_row(db, config["id"])
     assert (stored["enabled"], stored["failing_since"]) == (True, None)
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+@dataclass
+class HostReceiver:
+    """Answers by the request's host: `failing` hosts get a 500, the others a 200."""
+
+    failing: set[str]
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(500 if request.url.host in self.failing else 200, text="r")
+
+
+async def test_a_batch_attempts_each_delivery_once_and_records_each_outcome(
+    db: Database, make_deliverer: MakeDeliverer
+) -> None:
+    # Given a healthy and a failing endpoint of one client, deliveries to both, one
+    # delivery that is already final and an id that does not exist
+    client_id = await new_client_id(db)
+    healthy = await new_config(db, client_id, url="https://ok.example/in")
+    failing = await new_config(db, client_id, url="https://down.example/in")
+    to_healthy = [await _delivery_id(db, healthy) for _ in range(2)]
+    to_failing = await _delivery_id(db, failing)
+    final = await _delivery_id(db, healthy)
+    receiver = HostReceiver(failing={"down.example"})
+    deliverer = make_deliverer(receiver)
+    await deliverer.deliver(final)
+    receiver.requests.clear()
+    unknown = str(uuid.uuid4())
+
+    # When they are delivered as one batch
+    outcomes = await deliverer.deliver_many([*to_healthy, to_failing, final, unknown])
+
+    # Then each pending delivery got one request and its own outcome
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
+        [*to_healthy, to_failing]
+    )
+    assert [outcomes[i].status for i in to_healthy] == [Status.DELIVERED, Status.DELIVERED]
+    assert outcomes[to_failing].status == Status.PENDING
+    assert outcomes[to_failing].retry_in_ms is not None
+    assert outcomes[final] == outcomes[unknown] == Outcome(None)
+    # and the database holds each attempt and state, and each endpoint's health
+    for delivery_id, status, code in [
+        (to_healthy[0], "delivered", 200),
+        (to_healthy[1], "delivered", 200),
+        (to_failing, "pending", 500),
+    ]:
+        row = await delivery(db, delivery_id)
+        assert (row["status"], row["attempt_count"], row["lease_expires_at"]) == (status, 1, None)
+        [attempt] = await attempts_of(db, delivery_id)
+        assert (attempt["number"], attempt["status_code"]) == (1, code)
+    assert len(await attempts_of(db, final)) == 1
+    assert (await _config_row(db, healthy["id"]))["failing_since"] is None
+    assert (await _config_row(db, failing["id"]))["failing_since"] is not None
+
+
+async def test_in_a_batch_a_gone_answer_disables_the_endpoint_whatever_else_it_answered(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    receiver = Receiver([httpx.Response(200), httpx.Response(410)])
+    ids = [await _delivery_id(db, config) for _ in range(2)]
+
+    outcomes = await make_deliverer(receiver).deliver_many(ids)
+
+    assert sorted(str(o.status) for o in outcomes.values()) == ["delivered", "held"]
+    stored = await _config_row(db, config["id"])
+    assert (stored["enabled"], stored["disabled_reason"]) == (False, "gone")
+
+
+async def test_no_more_requests_are_in_flight_than_the_worker_concurrency(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given a receiver that answers slowly, and a worker with 3 deliveries in flight at most
+    in_flight = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return httpx.Response(200)
+
+    deliverer = make_deliverer(Receiver(), WEBHOOKS_WORKER_CONCURRENCY=3)
+    deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    ids = [await _delivery_id(db, config) for _ in range(7)]
+
+    # When two batches are delivered at once
+    try:
+        first, second = await asyncio.gather(
+            deliverer.deliver_many(ids[:4]), deliverer.deliver_many(ids[4:])
+        )
+    finally:
+        await deliverer.http.aclose()
+
+    # Then every delivery went out, never more than 3 at a time
+    assert {o.status for o in [*first.values(), *second.values()]} == {Status.DELIVERED}
+    assert len(first) + len(second) == 7
+    assert peak == 3

@@ -3,6 +3,7 @@ attempt together with the delivery's new state (both backends, time moved by fre
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from core import configs
+from core.clock import utcnow
 from core.database import Database
 from core.events import event_body
 from core.tables import webhook_configs
@@ -26,7 +28,7 @@ from tests.outbox.helpers import (
     new_delivery,
 )
 from workers import store
-from workers.store import AttemptRecord, Claim, Health, Status
+from workers.store import AttemptRecord, Claim, Health, Result, Status
 
 T0 = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
 LEASE_S = 30.0
@@ -47,8 +49,7 @@ async def config(db: Database, clock: FrozenDateTimeFactory) -> dict[str, Any]:
 
 
 async def _claimed(db: Database, delivery_id: str) -> Claim:
-    claim = await store.claim(db, delivery_id, lease_s=LEASE_S)
-    assert claim is not None
+    [claim] = await store.claim(db, [delivery_id], lease_s=LEASE_S)
     return claim
 
 
@@ -62,15 +63,14 @@ async def _record(
 ) -> None:
     """`store.record` with the endpoint's health as this attempt reports it."""
     ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
-    await store.record(
-        db,
-        claim,
-        attempt,
+    result = Result(
+        claim=claim,
+        attempt=attempt,
         status=status,
         next_attempt_at=next_attempt_at,
         health=Health.OK if ok else Health.FAILING,
-        disable_after_s=DISABLE_AFTER_S,
     )
+    await store.record(db, [result], disable_after_s=DISABLE_AFTER_S)
 
 
 def _attempt(
@@ -115,9 +115,9 @@ async def test_the_lease_is_taken_once_until_it_expires(
     await _claimed(db, delivery_id)
 
     # While the lease holds, nobody else gets the delivery
-    assert await store.claim(db, delivery_id, lease_s=LEASE_S) is None
+    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
     clock.move_to(T0 + LEASE - timedelta(seconds=1))
-    assert await store.claim(db, delivery_id, lease_s=LEASE_S) is None
+    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
 
     # After it expired (the worker died), another worker takes it for a new lease
     clock.move_to(T0 + LEASE + timedelta(seconds=1))
@@ -140,12 +140,12 @@ async def test_a_delivery_that_is_not_due_yet_is_refused(
     later = await new_delivery(db, config, next_attempt_at=T0 + timedelta(seconds=5))
     almost = await new_delivery(db, config, next_attempt_at=T0 + timedelta(milliseconds=500))
 
-    assert await store.claim(db, later, lease_s=LEASE_S) is None
+    assert await store.claim(db, [later], lease_s=LEASE_S) == []
     assert (await delivery(db, later))["lease_expires_at"] is None
     # a queue message may arrive a little early: within a second is due
-    assert await store.claim(db, almost, lease_s=LEASE_S) is not None
+    assert await store.claim(db, [almost], lease_s=LEASE_S) != []
     clock.move_to(T0 + timedelta(seconds=5))
-    assert await store.claim(db, later, lease_s=LEASE_S) is not None
+    assert await store.claim(db, [later], lease_s=LEASE_S) != []
 
 
 @pytest.mark.parametrize("status", ["delivered", "failed", "cancelled", "held"])
@@ -154,14 +154,14 @@ async def test_a_delivery_that_is_not_pending_is_refused(
 ) -> None:
     delivery_id = await new_delivery(db, config, status=status, next_attempt_at=T0)
 
-    assert await store.claim(db, delivery_id, lease_s=LEASE_S) is None
+    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
     row = await delivery(db, delivery_id)
     assert row["status"] == status
     assert row["lease_expires_at"] is None
 
 
 async def test_an_unknown_delivery_is_refused(db: Database) -> None:
-    assert await store.claim(db, str(uuid.uuid4()), lease_s=LEASE_S) is None
+    assert await store.claim(db, [str(uuid.uuid4())], lease_s=LEASE_S) == []
 
 
 async def test_during_a_rotation_both_secrets_sign_for_24_hours(
@@ -368,3 +368,39 @@ async def test_park_leaves_a_delivery_whose_configuration_was_re_enabled(
     row = await delivery(db, delivery_id)
     assert row["status"] == "pending"
     assert row["lease_expires_at"] == T0 + LEASE, "the worker keeps its lease to send it"
+
+
+async def test_concurrent_records_of_the_same_endpoints_do_not_deadlock(db: Database) -> None:
+    # Given batches that each hold a delivery to two endpoints, listed in either order,
+    # all claimed while both endpoints looked healthy
+    client_id = await new_client_id(db)
+    one, two = await new_config(db, client_id), await new_config(db, client_id)
+    batches = []
+    for n in range(12):
+        ids = [await new_delivery(db, config) for config in ((one, two) if n % 2 else (two, one))]
+        claims = {claim.delivery_id: claim for claim in await store.claim(db, ids, lease_s=LEASE_S)}
+        batches.append([claims[delivery_id] for delivery_id in ids])
+
+    # When their failures are recorded all at once (each marks both endpoints failing)
+    await asyncio.gather(
+        *(
+            store.record(
+                db,
+                [
+                    Result(claim, _attempt(), Status.PENDING, utcnow(), Health.FAILING)
+                    for claim in batch
+                ],
+                disable_after_s=DISABLE_AFTER_S,
+            )
+            for batch in batches
+        )
+    )
+
+    # Then every attempt is on record, and both endpoints are failing
+    for claim in (claim for batch in batches for claim in batch):
+        assert len(await attempts_of(db, claim.delivery_id)) == 1
+    for config in (one, two):
+        stored = await db.fetch_one(
+            webhook_configs.select().where(webhook_configs.c.id == config["id"])
+        )
+        assert stored is not None and stored._mapping["failing_since"] is not None
