@@ -263,7 +263,9 @@ def _begin_immediate(raw: sqlite3.Connection) -> None:
                 raw.execute("BEGIN IMMEDIATE").close()
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                # An extended code (SQLITE_BUSY_RECOVERY, say) is busy all the same.
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
                     raise
             time.sleep(SQLITE_BUSY_POLL_S)
     finally:

@@ -40,10 +40,10 @@ def event_insert(params: dict[str, Any]) -> Bound:
     return Bound(_INSERT_EVENT, params)
 
 
-def insert_event_if(change: sa.Update) -> sa.Insert:
-    """PostgreSQL: one statement that makes `change` (an UPDATE ... RETURNING) and inserts
-    an event (values from `event_params`) if and only if it changed a row, so both are
-    committed or neither is. It returns the event's `seq`, or no row."""
+def insert_event_if(change: sa.Update | sa.Insert) -> sa.Insert:
+    """PostgreSQL: one statement that makes `change` (an UPDATE or INSERT ... RETURNING)
+    and inserts an event (values from `event_params`) if and only if it changed a row, so
+    both are committed or neither is. It returns the event's `seq`, or no row."""
     done = change.cte("change")
     # In a SELECT list the parameters have no type of their own: the casts give them.
     values = sa.select(*(sa.cast(_BINDS[c], outbox.c[c].type) for c in _COLUMNS)).select_from(done)

@@ -11,7 +11,7 @@ from core.clock import utcnow
 from core.database import Bound, Database, WriteUnit, record_dict, run_unit
 from core.events import EventType, Survey
 from core.tables import surveys
-from outbox.writer import add_event, event_insert, event_params, insert_event_if
+from outbox.writer import event_insert, event_params, insert_event_if
 
 
 class SurveyAlreadyCompleted(Exception):
@@ -26,6 +26,21 @@ def survey_view(row: dict[str, Any]) -> dict[str, Any]:
 async def create_survey(
     db: Database, client_id: str, *, patient_id: str, answers: dict[str, Any]
 ) -> dict[str, Any]:
+    one_statement = db.url.dialect == "postgresql"
+    unit = creation(client_id, patient_id, answers, one_statement=one_statement)
+    return await run_unit(db, unit, one_write=one_statement)
+
+
+_SURVEY_COLUMNS = ("id", "client_id", "patient_id", "status", "answers", "created_at")
+_INSERT_SURVEY = surveys.insert().values({name: sa.bindparam(name) for name in _SURVEY_COLUMNS})
+_INSERT_SURVEY_WITH_EVENT = insert_event_if(_INSERT_SURVEY.returning(surveys.c.id))
+
+
+def creation(
+    client_id: str, patient_id: str, answers: dict[str, Any], *, one_statement: bool
+) -> WriteUnit[dict[str, Any]]:
+    """The write unit of `create_survey`: the survey and its `survey_created` event, in
+    one statement if `one_statement` (PostgreSQL)."""
     row = {
         "id": str(uuid.uuid4()),
         "client_id": client_id,
@@ -36,9 +51,13 @@ async def create_survey(
         "completed_at": None,
     }
     view = survey_view(row)
-    async with db.transaction():
-        await db.execute(surveys.insert().values(**row))
-        await add_event(db, client_id=client_id, event_type=EventType.SURVEY_CREATED, content=view)
+    event = event_params(client_id=client_id, event_type=EventType.SURVEY_CREATED, content=view)
+    values = {name: row[name] for name in _SURVEY_COLUMNS}
+    if one_statement:
+        yield Bound(_INSERT_SURVEY_WITH_EVENT, values | event)
+    else:
+        yield Bound(_INSERT_SURVEY, values)
+        yield event_insert(event)
     return view
 
 

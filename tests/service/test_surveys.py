@@ -321,24 +321,46 @@ async def tolerant_api(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def _fault_after_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `add_event` write the outbox row and then fail, as a crash would."""
+def _fault_between_the_inserts(
+    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
+) -> type[Exception]:
+    """The creation fails after the survey's insert, before the event's (on PostgreSQL,
+    where both are one statement, before it)."""
+    original = service.surveys.creation
 
-    async def write_then_fail(db: Database, **event: Any) -> str:
-        await add_event(db, **event)
-        raise InjectedFault("after the outbox insert")
+    def faulty(*args: Any, **options: Any) -> WriteUnit[Any]:
+        unit = original(*args, **options)
+        statement = next(unit)
+        if options["one_statement"]:
+            raise InjectedFault("before the write")
+        yield statement
+        raise InjectedFault("after the survey's insert")
 
-    monkeypatch.setattr(service.surveys, "add_event", write_then_fail)
-
-
-def _fault_before_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def fail(db: Database, **event: Any) -> str:
-        raise InjectedFault("before the outbox insert")
-
-    monkeypatch.setattr(service.surveys, "add_event", fail)
+    monkeypatch.setattr(service.surveys, "creation", faulty)
+    return InjectedFault
 
 
-FAULTS = [_fault_after_the_event, _fault_before_the_event]
+def _creation_event_refused(
+    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
+) -> type[Exception]:
+    """The database refuses the event (its id is taken) after it inserted the survey (in
+    the same statement on PostgreSQL)."""
+    original = service.surveys.event_params
+
+    def taken(**values: Any) -> dict[str, Any]:
+        return original(**values, event_id=taken_event_id)
+
+    monkeypatch.setattr(service.surveys, "event_params", taken)
+    return Exception  # the driver's unique violation
+
+
+async def _taken_event_id(db: Database) -> str:
+    """The id of an event of another client."""
+    async with db.transaction():
+        return await add_event(db, client_id="another", event_type="survey_created", content={})
+
+
+FAULTS = [_fault_between_the_inserts, _creation_event_refused]
 
 
 CompletionFault = Callable[[pytest.MonkeyPatch, str], type[Exception]]
@@ -389,14 +411,14 @@ async def test_a_failed_create_through_the_api_leaves_neither_row(
     inject: Any,
 ) -> None:
     # Given a fault between the survey's insert and the end of its transaction
-    inject(monkeypatch)
+    inject(monkeypatch, await _taken_event_id(_db(app)))
 
     # When a survey is created
     response = await tolerant_api.post(SURVEYS, json={"patient_id": "p"}, headers=_headers(client))
 
     # Then the client gets an error and neither the survey nor its event exists
     assert assert_error(response, 500)["code"] == "internal_error"
-    assert "InjectedFault" not in response.text
+    assert "InjectedFault" not in response.text and "unique" not in response.text.lower()
     assert await survey_rows(_db(app), client["id"]) == []
     assert await outbox_rows(_db(app), client["id"]) == []
 
@@ -405,9 +427,9 @@ async def test_a_failed_create_through_the_api_leaves_neither_row(
 async def test_a_failed_create_leaves_neither_row(
     app: Starlette, client: dict[str, str], monkeypatch: pytest.MonkeyPatch, inject: Any
 ) -> None:
-    inject(monkeypatch)
+    raised = inject(monkeypatch, await _taken_event_id(_db(app)))
 
-    with pytest.raises(InjectedFault):
+    with pytest.raises(raised):
         await service.surveys.create_survey(
             _db(app), client["id"], patient_id="p", answers={"q": 1}
         )
