@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,14 +23,6 @@ from core.database import (
 from core.tables import clients, webhook_configs
 
 WRITERS = 50
-
-
-@pytest.fixture
-async def sqlite_db(fresh_sqlite_url: str) -> AsyncIterator[Database]:
-    db = open_database(fresh_sqlite_url)
-    await db.connect()
-    yield db
-    await db.disconnect()
 
 
 async def _pragmas(db: Database) -> tuple[str, int, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 
 import core.database
 from core.clock import utcnow
-from core.database import Bound, Database, WriteUnit, open_database, run_unit
+from core.database import Bound, Database, WriteUnit, run_unit
 from core.tables import clients
 
 _INSERT_CLIENT = clients.insert().values(
@@ -50,14 +49,6 @@ def _add_twice(name: str) -> WriteUnit[str]:
 async def _names(db: Database, prefix: str) -> set[str]:
     rows = await db.fetch_all(sa.select(clients.c.name).where(clients.c.name.like(f"{prefix}%")))
     return {row["name"] for row in rows}
-
-
-@pytest.fixture
-async def sqlite_db(fresh_sqlite_url: str) -> AsyncIterator[Database]:
-    db = open_database(fresh_sqlite_url)
-    await db.connect()
-    yield db
-    await db.disconnect()
 
 
 async def test_concurrent_units_commit_but_those_that_fail_leave_nothing(
