@@ -55,8 +55,10 @@ COMPILE_CACHE_SIZE = 1000
 GROUP_COMMIT_MAX_UNITS = 64
 
 __all__ = [
+    "AllRows",
     "Bound",
     "Database",
+    "Many",
     "Slots",
     "WriteUnit",
     "execute_many",
@@ -148,7 +150,23 @@ class Bound:
     values: Mapping[str, Any]
 
 
-Statement = ClauseElement | Bound
+@dataclass(frozen=True)
+class Many:
+    """In a write unit: a statement built once, run for each of `rows` in one driver call
+    (as `execute_many`); the unit is sent None."""
+
+    statement: ClauseElement
+    rows: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class AllRows:
+    """In a write unit: a `Bound` statement whose rows all come back (a list)."""
+
+    bound: Bound
+
+
+Statement = ClauseElement | Bound | Many | AllRows
 WriteUnit = Generator[Statement, Any, T]
 """A write transaction as a generator: it yields each statement and is sent back the
 statement's first row (a record, as `Database.fetch_one` returns it) or None; what it
@@ -512,6 +530,16 @@ def _run_batch(
     rolled back whole."""
 
     def fetch_one(query: Statement) -> Any:
+        if isinstance(query, Many):
+            if query.rows:
+                sql, args = compiler._cache.prepare_bound(
+                    compiler._dialect, query.statement, query.rows
+                )
+                raw.executemany(sql.sql, args).close()
+            return None
+        if isinstance(query, AllRows):
+            compiled = compiler._compile(query.bound)
+            return _run(raw, compiler._dialect, compiled, rows=True, many=True)
         compiled = compiler._compile(query)
         return _run(raw, compiler._dialect, compiled, rows=True, many=False)
 
@@ -575,12 +603,19 @@ def _one_write_check(statement: Statement, *, wrote: bool, one_write: bool) -> b
         return False
     if wrote:
         raise RuntimeError("a one_write unit ran a statement after its write")
-    query = statement.statement if isinstance(statement, Bound) else statement
+    if isinstance(statement, AllRows):
+        statement = statement.bound
+    query = statement.statement if isinstance(statement, Bound | Many) else statement
     return not isinstance(query, Select)
 
 
 async def fetch_one(db: databases.Database, statement: Statement) -> Any:
-    """`db.fetch_one` that also takes a `Bound` statement."""
+    """`db.fetch_one` that also takes a `Bound` statement (and runs a `Many`)."""
+    if isinstance(statement, Many):
+        await execute_many(db, statement.statement, statement.rows)
+        return None
+    if isinstance(statement, AllRows):
+        return await db.fetch_all(statement.bound)  # type: ignore[arg-type]
     # `databases` hands the statement as it is to our connections' `_compile`.
     return await db.fetch_one(statement)  # type: ignore[arg-type]
 

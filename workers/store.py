@@ -16,7 +16,16 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.configs import locked_state
-from core.database import Database, Slots, execute_many, fetch_bound, record_dict
+from core.database import (
+    AllRows,
+    Bound,
+    Database,
+    Many,
+    Slots,
+    WriteUnit,
+    record_dict,
+    run_unit,
+)
 from core.tables import UTCDateTime, attempts, deliveries, webhook_configs
 
 # A message may arrive a little before the due time it was delayed to.
@@ -89,7 +98,7 @@ _CLAIM = (
             deliveries.c.lease_expires_at < sa.bindparam("now", type_=UTCDateTime),
         ),
     )
-    .values(lease_expires_at=sa.bindparam("lease_expires_at"))
+    .values(lease_expires_at=sa.bindparam("lease"))
     .returning(
         deliveries.c.id,
         deliveries.c.event_id,
@@ -104,30 +113,29 @@ _CONFIGS = sa.select(webhook_configs).where(_IDS.in_(webhook_configs.c.id))
 async def claim(db: Database, delivery_ids: Sequence[str], *, lease_s: float) -> list[Claim]:
     """Take the lease of each pending, due delivery that nobody else holds; those that
     are final, not due yet or leased by another worker are left out. Two statements for
-    each 16 ids: the lease, and the configurations."""
+    each 16 ids, the lease and the configurations, as a write unit: on SQLite it shares
+    the process's next group commit instead of waiting for the lock on its own."""
+    return await run_unit(db, _claiming(delivery_ids, lease_s))
+
+
+def _claiming(delivery_ids: Sequence[str], lease_s: float) -> WriteUnit[list[Claim]]:
     claims = []
     for chunk in _IDS.chunks(delivery_ids):
-        claims += await _claim_slots(db, chunk, lease_s)
+        now = utcnow()
+        lease_expires_at = now + timedelta(seconds=lease_s)
+        times = {"due_by": now + EARLY_ARRIVAL_SLACK, "now": now, "lease": lease_expires_at}
+        leased = yield AllRows(Bound(_CLAIM, _IDS.values(chunk) | times))
+        if not leased:
+            continue
+        rows = [record_dict(row) for row in leased]
+        config_ids = list({row["config_id"] for row in rows})
+        found = yield AllRows(Bound(_CONFIGS, _IDS.values(config_ids)))
+        configs = {config["id"]: config for config in map(record_dict, found)}
+        claims += [
+            _claim(row, configs[row["config_id"]], now=now, lease_expires_at=lease_expires_at)
+            for row in rows
+        ]
     return claims
-
-
-async def _claim_slots(db: Database, delivery_ids: Sequence[str], lease_s: float) -> list[Claim]:
-    now = utcnow()
-    lease_expires_at = now + timedelta(seconds=lease_s)
-    values = {"due_by": now + EARLY_ARRIVAL_SLACK, "now": now, "lease_expires_at": lease_expires_at}
-    leased = await fetch_bound(db, _CLAIM, _IDS.values(delivery_ids) | values)
-    if not leased:
-        return []
-    rows = [record_dict(row) for row in leased]
-    config_ids = list({row["config_id"] for row in rows})
-    configs = {
-        config["id"]: config
-        for config in map(record_dict, await fetch_bound(db, _CONFIGS, _IDS.values(config_ids)))
-    }
-    return [
-        _claim(row, configs[row["config_id"]], now=now, lease_expires_at=lease_expires_at)
-        for row in rows
-    ]
 
 
 def _claim(
@@ -212,25 +220,28 @@ _UPDATE_DELIVERY = (
 
 async def record(db: Database, results: Sequence[Result], *, disable_after_s: float) -> None:
     """Store the endpoints' health, the attempts and the deliveries' new states, and
-    release the leases, all in one transaction of a few statements however many.
+    release the leases, all in one transaction of a few statements however many (on
+    SQLite, group-committed with the records of the process's other batches).
 
     Rows are locked in the order the fan-out locks them, so that concurrent batches and
     fan-outs cannot deadlock on PostgreSQL: configurations first, by (client, id), then
     deliveries by id."""
     rows = sorted(map(_result_row, results), key=lambda row: str(row["delivery_id"]))
-    async with db.transaction():
-        for (_, config_id), verdict in sorted(_health_by_config(results).items()):
-            health, failing_since, now = verdict
-            await _update_health(
-                db,
-                config_id,
-                health,
-                failing_since=failing_since,
-                now=now,
-                disable_after_s=disable_after_s,
-            )
-        await execute_many(db, _INSERT_ATTEMPT, rows)
-        await execute_many(db, _UPDATE_DELIVERY, rows)
+    health = [
+        (config_id, changes)
+        for (_, config_id), verdict in sorted(_health_by_config(results).items())
+        if (changes := _health_changes(*verdict, disable_after_s=disable_after_s))
+    ]
+    await run_unit(db, _recording(rows, health))
+
+
+def _recording(
+    rows: list[dict[str, Any]], health: list[tuple[str, dict[str, Any]]]
+) -> WriteUnit[None]:
+    for config_id, changes in health:
+        yield webhook_configs.update().where(webhook_configs.c.id == config_id).values(**changes)
+    yield Many(_INSERT_ATTEMPT, rows)
+    yield Many(_UPDATE_DELIVERY, rows)
 
 
 def _result_row(result: Result) -> dict[str, Any]:
@@ -263,27 +274,17 @@ def _health_by_config(
     return verdicts
 
 
-async def _update_health(
-    db: Database,
-    config_id: str,
-    health: Health,
-    *,
-    failing_since: datetime | None,
-    now: datetime,
-    disable_after_s: float,
-) -> None:
+def _health_changes(
+    health: Health, failing_since: datetime | None, now: datetime, *, disable_after_s: float
+) -> dict[str, Any]:
     """`gone` disables at once; failing since longer than `disable_after_s` disables;
-    a success ends the failing streak. Costs no statement on the common path."""
-    changes: dict[str, Any] = {}
+    a success ends the failing streak. No change (and no statement) on the common path."""
     if health == Health.GONE:
-        changes = {"enabled": False, "disabled_reason": "gone"}
-    elif health == Health.OK:
-        changes = {} if failing_since is None else {"failing_since": None}
-    elif failing_since is None:
-        changes = {"failing_since": now}
-    elif now - failing_since >= timedelta(seconds=disable_after_s):
-        changes = {"enabled": False, "disabled_reason": "failing"}
-    if changes:
-        await db.execute(
-            webhook_configs.update().where(webhook_configs.c.id == config_id).values(**changes)
-        )
+        return {"enabled": False, "disabled_reason": "gone"}
+    if health == Health.OK:
+        return {} if failing_since is None else {"failing_since": None}
+    if failing_since is None:
+        return {"failing_since": now}
+    if now - failing_since >= timedelta(seconds=disable_after_s):
+        return {"enabled": False, "disabled_reason": "failing"}
+    return {}
