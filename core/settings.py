@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         32, ge=1, le=1024, validation_alias="WEBHOOKS_WORKER_CONCURRENCY"
     )
+    endpoint_concurrency_setting: int | None = Field(
+        None, ge=1, le=1024, validation_alias="WEBHOOKS_ENDPOINT_CONCURRENCY"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -82,6 +85,14 @@ class Settings(BaseSettings):
             # A lease that ends mid-request lets a second worker send the same delivery.
             raise ValueError("WEBHOOKS_DELIVERY_LEASE_S must be > WEBHOOKS_REQUEST_TIMEOUT_S")
         return self
+
+    @property
+    def endpoint_concurrency(self) -> int:
+        """Attempts to one configuration at once in a worker process: the setting, or a
+        quarter of the worker's concurrency, so that three hanging endpoints still leave
+        a quarter of every worker to all the others."""
+        share = self.endpoint_concurrency_setting or max(1, self.worker_concurrency // 4)
+        return min(share, self.worker_concurrency)
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,7 +4,8 @@ database pool and one pooled HTTP client per process.
 A message carries a batch of delivery ids (up to `BATCH_SIZE`), attempted together.
 Pending after a failed attempt: a message of one delivery raises `Retry(delay=...)` with
 the back-off curve; a batch sends each of its pending deliveries again in a message of
-its own, delayed the same way (the database holds the same due time, so a lost message
+its own, delayed the same way, and so does a delivery deferred because its endpoint's
+lane was full (`workers.lanes`) (the database holds the same due time, so a lost message
 is recovered by the poller's sweep). A blocked target is permanent: it is recorded as
 failed, and a message of one delivery raises `TargetBlocked`, which `throws=` makes final.
 """
@@ -80,9 +81,9 @@ def _deliver_with(broker: dramatiq.Broker) -> Callable[[list[str]], Awaitable[No
             [outcome] = outcomes.values()
             if isinstance(outcome.error, TargetBlocked):
                 raise outcome.error
-            if outcome.retry_in_ms is not None:
+            # A deferral is not a failure: a new message, not one of Dramatiq's retries.
+            if outcome.retry_in_ms is not None and not outcome.deferred:
                 raise dramatiq.Retry(delay=outcome.retry_in_ms)
-            return
         retries = {id_: o.retry_in_ms for id_, o in outcomes.items() if o.retry_in_ms is not None}
         if retries:
             await asyncio.to_thread(_send_retries, broker, retries)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,20 +28,28 @@ from workers import store
 from workers.backoff import next_delay_ms
 from workers.capacity import Capacity, Held
 from workers.errors import DeliveryError, TargetBlocked
+from workers.lanes import Lanes
 from workers.signing import webhook_headers
 from workers.store import AttemptRecord, Claim, Health, Result, Status
 from workers.transport import Reply, send
 
 logger = logging.getLogger("webhooks.worker")
 
+# The longest a delivery waits in the worker for a place in its endpoint's lane before
+# it is released for a later turn: a quick endpoint's queue clears well within it.
+LANE_MAX_WAIT_S = 0.25
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of a delivery after this attempt; `retry_in_ms` when it is pending."""
+    """What became of a delivery after this attempt; `retry_in_ms` when it is pending.
+    `deferred`: it was not attempted, its endpoint's lane being full (`workers.lanes`),
+    and is due again in `retry_in_ms`, with no attempt charged."""
 
     status: Status | None
     retry_in_ms: int | None = None
     error: DeliveryError | None = None
+    deferred: bool = False
 
 
 @dataclass
@@ -49,9 +58,11 @@ class Deliverer:
     http: httpx.AsyncClient
     settings: Settings
     capacity: Capacity = field(init=False)
+    lanes: Lanes = field(init=False)
 
     def __post_init__(self) -> None:
         self.capacity = Capacity(self.settings.worker_concurrency)
+        self.lanes = Lanes(width=self.settings.endpoint_concurrency, max_wait_s=LANE_MAX_WAIT_S)
 
     async def deliver(self, delivery_id: str) -> Outcome:
         """`deliver_many` of one delivery."""
@@ -81,7 +92,11 @@ class Deliverer:
                 else:
                     outcomes[claim.delivery_id] = Outcome(parked)
             await held.give(len(delivery_ids) - len(usable))
-            results = await asyncio.gather(*(self._attempt(claim, held) for claim in usable))
+            attempts = await asyncio.gather(*(self._attempt(claim, held) for claim in usable))
+        results = [attempt for attempt in attempts if attempt is not None]
+        outcomes |= await self._defer(
+            [claim for claim, attempt in zip(usable, attempts, strict=True) if attempt is None]
+        )
         if results:
             await store.record(
                 self.db,
@@ -93,15 +108,38 @@ class Deliverer:
             outcomes[result.claim.delivery_id] = outcome
         return outcomes
 
+    async def _defer(self, claims: list[Claim]) -> dict[str, Outcome]:
+        """Release deliveries whose endpoint's lane is full, each due at its turn."""
+        if not claims:
+            return {}
+        now = utcnow()
+        turns = [(claim, self.lanes.book_turn_s(claim.config_id)) for claim in claims]
+        await store.release(
+            self.db, [(claim, now + timedelta(seconds=turn_s)) for claim, turn_s in turns]
+        )
+        return {
+            claim.delivery_id: Outcome(
+                Status.PENDING, retry_in_ms=math.ceil(turn_s * 1000), deferred=True
+            )
+            for claim, turn_s in turns
+        }
+
     async def _park(self, claim: Claim) -> Status | None:
         if claim.deleted or not claim.enabled:
             return await store.park(self.db, claim)
         return None
 
-    async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome]:
-        started_at = utcnow()
+    async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome] | None:
+        """POST within the endpoint's lane; None if the lane turned the delivery away."""
         try:
-            reply, error, duration_ms = await self._post(claim)
+            entered = await self.lanes.enter(claim.config_id)
+            if entered is None:
+                return None
+            started_at = utcnow()
+            try:
+                reply, error, duration_ms = await self._post(claim)
+            finally:
+                self.lanes.leave(claim.config_id, entered)
         finally:
             await held.give()
         attempt = AttemptRecord(

@@ -180,6 +180,32 @@ async def park(db: Database, claim: Claim) -> Status | None:
     return status
 
 
+_RELEASE = (
+    deliveries.update()
+    .where(
+        deliveries.c.id == sa.bindparam("delivery_id"),
+        deliveries.c.status == Status.PENDING,
+        deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
+    )
+    .values(lease_expires_at=None, next_attempt_at=sa.bindparam("due_at"))
+)
+
+
+async def release(db: Database, claims: Sequence[tuple[Claim, datetime]]) -> None:
+    """Give back the leases of claimed deliveries that were not attempted, each due
+    again at the time given: no attempt is recorded or charged. A lease that ran out and
+    was taken over meanwhile is left to its new holder."""
+    rows = [
+        {"delivery_id": claim.delivery_id, "held_lease": claim.lease_expires_at, "due_at": due_at}
+        for claim, due_at in claims
+    ]
+    await run_unit(db, _releasing(rows))
+
+
+def _releasing(rows: list[dict[str, Any]]) -> WriteUnit[None]:
+    yield Many(_RELEASE, rows)
+
+
 @dataclass(frozen=True)
 class Result:
     """One attempt of a claimed delivery and what it decided: the delivery's new status,

@@ -30,6 +30,7 @@ from tests.outbox.helpers import (
     attempts_of,
     delivery,
     disable_config,
+    eventually,
     make_due,
     new_client_id,
     new_config,
@@ -630,7 +631,9 @@ async def test_no_more_requests_are_in_flight_than_the_worker_concurrency(
         in_flight -= 1
         return httpx.Response(200)
 
-    deliverer = make_deliverer(Receiver(), WEBHOOKS_WORKER_CONCURRENCY=3)
+    deliverer = make_deliverer(
+        Receiver(), WEBHOOKS_WORKER_CONCURRENCY=3, WEBHOOKS_ENDPOINT_CONCURRENCY=3
+    )
     deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(slow))
     ids = [await _delivery_id(db, config) for _ in range(7)]
 
@@ -646,3 +649,66 @@ async def test_no_more_requests_are_in_flight_than_the_worker_concurrency(
     assert {o.status for o in [*first.values(), *second.values()]} == {Status.DELIVERED}
     assert len(first) + len(second) == 7
     assert peak == 3
+
+
+# --- each endpoint's lane ----------------------------------------------------------------
+
+
+async def test_a_hanging_endpoint_holds_only_its_lane_and_others_go_through(
+    db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
+) -> None:
+    # Given an endpoint that hangs, beside a healthy one, and lanes 2 wide
+    healthy = await new_config(db, config["client_id"], url="https://healthy.example/in")
+    release = asyncio.Event()
+    hanging_in_flight = healthy_done = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal hanging_in_flight, healthy_done
+        if request.url.host == "healthy.example":
+            healthy_done += 1
+            return httpx.Response(200)
+        hanging_in_flight += 1
+        await release.wait()
+        return httpx.Response(200)
+
+    deliverer = make_deliverer(
+        Receiver(), WEBHOOKS_WORKER_CONCURRENCY=16, WEBHOOKS_ENDPOINT_CONCURRENCY=2
+    )
+    deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    stuck = [await _delivery_id(db, config) for _ in range(5)]
+    fine = [await _delivery_id(db, healthy) for _ in range(5)]
+
+    # When a batch of both is delivered while the hanging endpoint does not answer
+    batch = asyncio.create_task(deliverer.deliver_many([*stuck, *fine]))
+    try:
+        await _until(lambda: deliverer.lanes.waiting(config["id"]) == 3)
+        await _until(lambda: healthy_done == 5 and deliverer.lanes.waiting(config["id"]) == 0)
+        # Then the healthy endpoint got all its deliveries, the hanging one only 2, and
+        # the others, having waited in vain, are turned away
+        assert hanging_in_flight == 2
+    finally:
+        release.set()
+        outcomes = await batch
+        await deliverer.http.aclose()
+
+    # and the 3 turned away are pending, unattempted, unleased, due again soon
+    deferred = [id_ for id_ in stuck if outcomes[id_].deferred]
+    assert len(deferred) == 3
+    for delivery_id in deferred:
+        row = await delivery(db, delivery_id)
+        assert (row["status"], row["attempt_count"], row["lease_expires_at"]) == (
+            "pending",
+            0,
+            None,
+        )
+        assert row["next_attempt_at"] > utcnow()
+        assert outcomes[delivery_id].retry_in_ms is not None
+        assert await attempts_of(db, delivery_id) == []
+    assert {outcomes[id_].status for id_ in fine} == {Status.DELIVERED}
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async def check() -> bool:
+        return condition()
+
+    await eventually(check, timeout_s=5)
