@@ -10,6 +10,7 @@ in between, the deliveries are in the database and the sweep sends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from datetime import timedelta
 
 from core.clock import utcnow
 from core.database import Database
+from core.outages import is_outage
 from outbox.fanout import fan_out_batch
 from outbox.retention import Pruned, prune
 from outbox.sweep import sweep_stranded
@@ -28,6 +30,8 @@ Enqueue = Callable[[Sequence[str]], None]
 """Sends delivery ids to the queue; blocking (Dramatiq's brokers are), run in a thread."""
 
 DEFAULT_BATCH_SIZE = 500
+MIN_ERROR_PAUSE_S = 0.1
+MAX_ERROR_PAUSE_S = 2.0
 
 
 class Poller:
@@ -96,12 +100,23 @@ class Poller:
             await self.prune()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until `stop` is set; an error is logged and retried after a pause."""
+        """Poll until `stop` is set. A round that fails is logged and tried again after a
+        pause that doubles while rounds keep failing (an outage), up to
+        `MAX_ERROR_PAUSE_S`.
+
+        Each round runs in a task of its own: `databases` binds a connection to the task
+        that uses it, and one whose server went away while a transaction was open stays
+        bound, closed, to that task; a new task per round starts with a new one."""
+        pause_s = MIN_ERROR_PAUSE_S
         while not stop.is_set():
             try:
-                await self.run_once()
+                await asyncio.create_task(self.run_once())
             except Exception as exc:
-                logger.error("poll round failed: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(min(self.poll_interval_s, 1.0))
+                level = logging.WARNING if is_outage(exc) else logging.ERROR
+                logger.log(level, "poll round failed: %s: %s", type(exc).__name__, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause_s)
+                pause_s = min(pause_s * 2, MAX_ERROR_PAUSE_S)
                 continue
+            pause_s = MIN_ERROR_PAUSE_S
             await self.wakeup.wait(self.poll_interval_s)

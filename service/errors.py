@@ -8,6 +8,10 @@ ApiError                      the root: any error that becomes an HTTP response
  +-- PayloadTooLarge          413
  +-- UnsupportedMediaType     415
  +-- ValidationFailed         422, one `details` entry per field
+
+A database or broker that is away (`core.outages`) is a 503 `unavailable` with
+`Retry-After`, whatever the route; any other unexpected error is a 500 `internal_error`
+whose text never reaches the client.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Scope
+
+from core.outages import OUTAGE_TYPES, is_outage
 
 logger = logging.getLogger("webhooks.service")
 
@@ -149,14 +155,33 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, headers=headers or None)
 
 
+# What a client is told to wait before trying again while a dependency is away.
+RETRY_AFTER_S = 2
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The exception is logged with its type only: its text may carry request data.
     logger.error("unhandled error: %s", type(exc).__name__)
     return error_response(500, "internal_error", "internal error")
 
 
+async def _outage_or_unexpected(request: Request, exc: Exception) -> Response:
+    if not is_outage(exc):
+        return await _unexpected(request, exc)
+    logger.warning("dependency unavailable: %s", type(exc).__name__)
+    return error_response(
+        503,
+        "unavailable",
+        "a service this API depends on is unavailable; try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_exception,
+    # Handled where they are raised (not by the server-error middleware, which would
+    # log them again with their traceback).
+    **dict.fromkeys(OUTAGE_TYPES, _outage_or_unexpected),
     Exception: _unexpected,
 }

@@ -13,6 +13,7 @@ failed, and a message of one delivery raises `TargetBlocked`, which `throws=` ma
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import dramatiq
@@ -20,6 +21,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
 from core.database import open_database
+from core.outages import is_outage
 from core.settings import get_settings
 from workers.delivery import Deliverer
 from workers.errors import PERMANENT, TargetBlocked
@@ -31,6 +33,10 @@ QUEUE_NAME = "deliveries"
 # few enough that a burst still spreads over the worker's threads.
 BATCH_SIZE = 16
 MESSAGE_TIME_LIMIT_MS = 24 * 3600 * 1000
+# How soon a message that met a database outage is tried again.
+OUTAGE_RETRY_MS = 2000
+
+logger = logging.getLogger("webhooks.worker")
 
 _deliverer: Deliverer | None = None
 # One lock per event loop: each Dramatiq worker started in a process runs its own loop.
@@ -76,7 +82,15 @@ def delivery_message(delivery_ids: Sequence[str]) -> dramatiq.Message[None]:
 def _deliver_with(broker: dramatiq.Broker) -> Callable[[list[str]], Awaitable[None]]:
     async def deliver(delivery_ids: list[str]) -> None:
         """Attempt the deliveries; see the module docstring for what happens next."""
-        outcomes = await (await _process_deliverer()).deliver_many(delivery_ids)
+        try:
+            outcomes = await (await _process_deliverer()).deliver_many(delivery_ids)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # Without the database nothing was claimed or recorded: try again soon. (A
+            # record lost after its POSTs leaves the lease to run out: sent again then.)
+            logger.warning("database unavailable, deliveries retried: %s", type(exc).__name__)
+            raise dramatiq.Retry(delay=OUTAGE_RETRY_MS) from exc
         if len(outcomes) == 1:
             [outcome] = outcomes.values()
             if isinstance(outcome.error, TargetBlocked):

@@ -7,18 +7,22 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import sqlalchemy as sa
 
 from core.database import Database
 from outbox.poller import Poller
 from outbox.wakeup import CHANNEL, LocalWakeup, RedisWakeup, Wakeup
 from tests.outbox.helpers import (
     add_events,
+    connected,
     deliveries_of,
     eventually,
+    isolated_database_url,
     new_client_id,
     new_config,
 )
@@ -186,6 +190,68 @@ async def test_run_keeps_polling_after_a_failed_round(idb: Database) -> None:
         # Then the deliveries of the failed round are enqueued by a later one's sweep
         await eventually(enqueued, timeout_s=5)
     assert set(queue.ids) == await _pending_ids(idb, client_id)
+
+
+@pytest.fixture
+def pg_url(postgresql_url: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty PostgreSQL database of this test alone."""
+    with isolated_database_url(postgresql_url, tmp_path) as url:
+        yield url
+
+
+async def test_a_round_whose_connection_died_mid_transaction_does_not_stick(pg_url: str) -> None:
+    # Given a poller on PostgreSQL whose first round holds a transaction open
+    db = await connected(pg_url)
+    try:
+        await _recovers_from_a_killed_connection(db, pg_url)
+    finally:
+        await db.disconnect()
+
+
+async def _recovers_from_a_killed_connection(db: Database, url: str) -> None:
+    client_id = await new_client_id(db)
+    await new_config(db, client_id)
+    queue = Queue()
+    poller = _poller(db, queue, poll_interval_s=0.05)
+    real_round = poller.run_once
+    rounds = 0
+
+    async def first_round_holds_a_transaction() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            async with db.transaction():
+                await db.execute(sa.text("SELECT pg_sleep(30)"))
+        await real_round()
+
+    poller.run_once = first_round_holds_a_transaction  # type: ignore[method-assign]
+    async with _running(poller):
+        # When the server ends that transaction's connection (as a restart would)
+        await eventually(lambda: _terminate_sleeper(url), timeout_s=10)
+        await add_events(db, client_id, "survey_created", 2)
+
+        async def enqueued() -> bool:
+            return len(queue.ids) == 2
+
+        # Then later rounds run on a new connection and send the new events
+        await eventually(enqueued, timeout_s=10)
+    assert rounds > 1
+
+
+async def _terminate_sleeper(url: str) -> bool:
+    """Ends the backend running `pg_sleep` in `url`'s database; whether there was one."""
+    admin = await connected(url, pool_size=1)
+    try:
+        killed = await admin.fetch_all(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%'"
+                " AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await admin.disconnect()
+    return bool(killed)
 
 
 async def test_a_local_wakeup_beats_the_poll_interval(idb: Database) -> None:
