@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -190,7 +191,7 @@ def prune(older_than: str) -> None:
 
 @main.group()
 def deliveries() -> None:
-    """Audit deliveries (operators: any client's)."""
+    """Audit deliveries (operators: any client's, deleted configurations' included)."""
 
 
 STATUSES = ["pending", "delivered", "failed", "cancelled", "held"]
@@ -214,41 +215,66 @@ def _table(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _id(kind: str, value: str) -> str:
+    """`value` as the API's routes take an id (a UUID, in any case), lower-cased as
+    stored; anything else exits 1 naming it."""
+    from service.routing import IdConvertor
+
+    if re.fullmatch(IdConvertor.regex, value) is None:
+        _fail(f"not a {kind} id (a UUID): {value!r}")
+    return value.lower()
+
+
 @deliveries.command("list")
 @click.option("--config", "config_id", required=True, help="Configuration id.")
-@click.option(
-    "--status", type=click.Choice(["pending", "delivered", "failed", "cancelled", "held"])
-)
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of items.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of items, as the API.")
 def deliveries_list(config_id: str, status: str | None, limit: int, as_json: bool) -> None:
     """A configuration's deliveries, newest first."""
-    from service.deliveries import Filters, list_deliveries
+    from service.deliveries import Filters, config_exists, list_deliveries
+    from service.schemas import DeliveryItem
 
+    config_id = _id("configuration", config_id)
     settings = _migrated_settings()
-    items, _ = _run_with_db(
-        settings,
-        lambda db: list_deliveries(db, config_id, Filters(status=status), limit=limit, cursor=None),
-    )
+
+    async def listed(db: Database) -> list[dict[str, Any]] | None:
+        if not await config_exists(db, config_id):
+            return None
+        filters = Filters(status=status)
+        return (await list_deliveries(db, config_id, filters, limit=limit, cursor=None))[0]
+
+    items = _run_with_db(settings, listed)
+    if items is None:
+        _fail(f"no configuration {config_id}")
     if as_json:
-        _print_json(items)
+        # Through the API's schema: the same JSON as `GET .../deliveries` answers.
+        _print_json([DeliveryItem.model_validate(item).model_dump(mode="json") for item in items])
     else:
         click.echo(_table(items, _ITEM_FIELDS))
 
 
 @deliveries.command("show")
 @click.argument("delivery_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: the API's, plus the delivery's `config_id`.",
+)
 def deliveries_show(delivery_id: str, as_json: bool) -> None:
     """One delivery with its attempts."""
     from service.deliveries import get_delivery
+    from service.schemas import DeliveryDetail
 
+    delivery_id = _id("delivery", delivery_id)
     settings = _migrated_settings()
     item = _run_with_db(settings, lambda db: get_delivery(db, None, delivery_id))
     if item is None:
         _fail(f"no delivery {delivery_id}")
     if as_json:
-        _print_json(item)
+        detail = DeliveryDetail.model_validate(item).model_dump(mode="json")
+        _print_json({**detail, "config_id": item["config_id"]})
         return
     attempts = item.pop("attempts")
     for key, value in item.items():

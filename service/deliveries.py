@@ -17,7 +17,7 @@ from core.clock import utcnow
 from core.configs import locked_state
 from core.database import Database, record_dict
 from core.events import PING_EVENT, event_body
-from core.tables import attempts, deliveries
+from core.tables import attempts, deliveries, webhook_configs
 from outbox.fanout import delivery_row, insert_deliveries
 
 ITEM_COLUMNS = (
@@ -107,6 +107,14 @@ async def list_deliveries(
     more = len(rows) > limit
     next_cursor = encode_cursor(items[-1]["created_at"], items[-1]["id"]) if more else None
     return items, next_cursor
+
+
+async def config_exists(db: Database, config_id: str) -> bool:
+    """Whether `config_id` names a configuration of any client, deleted ones included:
+    the operators' view (the CLI), for whom a deleted configuration's deliveries stay
+    on record until they are pruned."""
+    query = sa.select(webhook_configs.c.id).where(webhook_configs.c.id == config_id)
+    return await db.fetch_one(query) is not None
 
 
 async def get_delivery(

@@ -18,29 +18,15 @@ from core.database import open_database
 from service.app import create_app
 from tests.conftest import make_settings
 from tests.servers import free_port, postgres_database
-from tests.service.processes import WEBHOOKS, process_env, run_webhooks, web_server
+from tests.service.processes import WEBHOOKS, process_env, web_server
+from tests.service.processes import webhooks_fails as _fails_clearly
+from tests.service.processes import webhooks_ok as _ok
 
 CONFIGS = "/api/v2/config/webhook"
 
 
-def _ok(*args: str, env: dict[str, str]) -> str:
-    result = run_webhooks(*args, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
 def _json_lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.strip()]
-
-
-def _fails_clearly(*args: str, env: dict[str, str], mentions: str) -> str:
-    result = run_webhooks(*args, env=env)
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    assert mentions in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
-    return result.stderr
 
 
 @pytest.fixture

@@ -39,6 +39,25 @@ def run_webhooks(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
+def webhooks_ok(*args: str, env: dict[str, str]) -> str:
+    """`webhooks ARGS` exits 0 without a traceback; returns its standard output."""
+    result = run_webhooks(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def webhooks_fails(*args: str, env: dict[str, str], mentions: str) -> str:
+    """`webhooks ARGS` exits 1 with a short message on stderr that contains `mentions`,
+    and no traceback; returns its standard error."""
+    result = run_webhooks(*args, env=env)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert mentions in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
+    return result.stderr
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the process group this test started, SIGKILL if it lingers."""
     if process.poll() is not None:
