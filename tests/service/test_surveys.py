@@ -20,7 +20,7 @@ from core.database import Bound, Database, WriteUnit
 from outbox.writer import add_event
 from tests.conftest import NewClient
 from tests.outbox.helpers import outbox_rows, survey_rows
-from tests.service.support import assert_error, error_fields
+from tests.service.support import assert_error, error_fields, snapshot
 
 SURVEYS = "/api/v2/surveys"
 SURVEY_FIELDS = {"id", "patient_id", "status", "answers", "created_at", "completed_at"}
@@ -182,6 +182,7 @@ async def test_completing_twice_is_a_conflict_and_emits_nothing(
     url = f"{SURVEYS}/{created['id']}"
     first = await api.patch(url, json={"status": "completed"}, headers=_headers(client))
     assert first.status_code == 200, first.text
+    before = await snapshot(_db(app))
 
     second = await api.patch(
         url, json={"status": "completed", "answers": {"late": 1}}, headers=_headers(client)
@@ -189,6 +190,7 @@ async def test_completing_twice_is_a_conflict_and_emits_nothing(
 
     error = assert_error(second, 409)
     assert error["code"] == "conflict"
+    assert await snapshot(_db(app)) == before
     rows = await outbox_rows(_db(app), client["id"])
     assert [row["event_type"] for row in rows] == ["survey_created", "survey_finished"]
     shown = await api.get(url, headers=_headers(client))
@@ -229,12 +231,14 @@ async def test_another_clients_survey_is_not_found(
     created = await _create(api, client)
     other = await new_client()
     url = f"{SURVEYS}/{created['id']}"
+    before = await snapshot(_db(app))
 
     shown = await api.get(url, headers=_headers(other))
     patched = await api.patch(url, json={"status": "completed"}, headers=_headers(other))
 
     assert assert_error(shown, 404)["code"] == "not_found"
     assert assert_error(patched, 404)["code"] == "not_found"
+    assert await snapshot(_db(app)) == before
     mine = await api.get(url, headers=_headers(client))
     assert mine.json()["status"] == "in_progress"
     assert await outbox_rows(_db(app), other["id"]) == []
@@ -243,13 +247,18 @@ async def test_another_clients_survey_is_not_found(
 
 @pytest.mark.parametrize("method", ["GET", "PATCH"])
 async def test_an_unknown_survey_is_not_found(
-    api: httpx.AsyncClient, client: dict[str, str], method: str
+    api: httpx.AsyncClient, app: Starlette, client: dict[str, str], method: str
 ) -> None:
+    await _create(api, client)
+    before = await snapshot(_db(app))
     body = {"status": "completed"} if method == "PATCH" else None
+
     response = await api.request(
         method, f"{SURVEYS}/{uuid.uuid4()}", json=body, headers=_headers(client)
     )
+
     assert_error(response, 404)
+    assert await snapshot(_db(app)) == before
 
 
 # --- validation ------------------------------------------------------------------------
@@ -274,11 +283,12 @@ async def test_create_validation(
     body: dict[str, Any],
     field: str,
 ) -> None:
+    before = await snapshot(_db(app))
+
     response = await api.post(SURVEYS, json=body, headers=_headers(client))
 
     assert field in error_fields(response)
-    assert await survey_rows(_db(app), client["id"]) == []
-    assert await outbox_rows(_db(app), client["id"]) == []
+    assert await snapshot(_db(app)) == before
 
 
 @pytest.mark.parametrize(
@@ -300,13 +310,12 @@ async def test_update_validation(
     field: str,
 ) -> None:
     created = await _create(api, client)
+    before = await snapshot(_db(app))
 
     response = await api.patch(f"{SURVEYS}/{created['id']}", json=body, headers=_headers(client))
 
     assert field in error_fields(response)
-    shown = await api.get(f"{SURVEYS}/{created['id']}", headers=_headers(client))
-    assert shown.json() == created
-    assert len(await outbox_rows(_db(app), client["id"])) == 1
+    assert await snapshot(_db(app)) == before
 
 
 # --- one transaction -------------------------------------------------------------------
