@@ -4,11 +4,13 @@ them with others in one transaction."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from asyncpg import UniqueViolationError
 
 import core.database
 from core.clock import utcnow
@@ -81,8 +83,10 @@ async def test_concurrent_units_commit_but_those_that_fail_leave_nothing(
     # Then each caller gets its own outcome, and only the successful units were written
     outcome = dict(zip(units, results, strict=True))
     assert isinstance(outcome.pop(f"{prefix}-fails"), Refused)
-    refused = outcome.pop(f"{prefix}-refused")
-    assert isinstance(refused, Exception) and not isinstance(refused, Refused)
+    unique_violation = (
+        sqlite3.IntegrityError if db.url.dialect == "sqlite" else UniqueViolationError
+    )
+    assert isinstance(outcome.pop(f"{prefix}-refused"), unique_violation)
     assert outcome == {name: name for name in outcome}
     assert await _names(db, prefix) == {*outcome, f"{prefix}-taken"}
     # and on SQLite they shared one transaction

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
 from core.database import Database, record_dict
-from core.tables import clients, deliveries, webhook_configs
+from core.tables import metadata, webhook_configs
 
 CONFIGS = "/api/v2/config/webhook"
 PUBLIC_URL = "https://example.com/webhook_receiver"
@@ -65,12 +65,19 @@ def error_fields(response: httpx.Response) -> list[str]:
 
 
 async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the tables the configuration API writes, in a stable order."""
+    """Every row of every table of the service (clients, configurations, surveys, the
+    outbox, deliveries, attempts: all of `core.tables`), each table in primary-key order:
+    two snapshots differ if any row was inserted, changed or deleted in between.
+
+    All tables, not those a route is meant to write: a refused request that wrote
+    anywhere (a survey before its validation, an event for a refused completion) must
+    show."""
     return {
         table.name: [
-            record_dict(row) for row in await db.fetch_all(sa.select(table).order_by(table.c.id))
+            record_dict(row)
+            for row in await db.fetch_all(sa.select(table).order_by(*table.primary_key.columns))
         ]
-        for table in (clients, webhook_configs, deliveries)
+        for table in metadata.sorted_tables
     }
 
 

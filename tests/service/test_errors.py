@@ -29,15 +29,31 @@ SEED_TOKEN_UPDATE = b'{\n"authorization_token": "zGORr7q1I4egIr0c0eKXD7CMpIcjFoo
 Send = Callable[[bytes, dict[str, str]], Awaitable[httpx.Response]]
 
 
-@pytest.fixture(params=["create", "update"])
+SURVEYS = "/api/v2/surveys"
+BODY_ROUTES = ["config create", "config update", "survey create", "survey complete"]
+
+
+async def _body_route(name: str, api: httpx.AsyncClient, auth: dict[str, str]) -> tuple[str, str]:
+    """The method and path of the route `name` (of `BODY_ROUTES`), making the
+    configuration or the in-progress survey that it changes."""
+    if name == "config create":
+        return "POST", CONFIGS
+    if name == "config update":
+        return "PATCH", f"{CONFIGS}/{(await create_config(api, auth))['id']}"
+    if name == "survey create":
+        return "POST", SURVEYS
+    created = await api.post(SURVEYS, json={"patient_id": "p"}, headers=auth)
+    assert created.status_code == 201, created.text
+    return "PATCH", f"{SURVEYS}/{created.json()['id']}"
+
+
+@pytest.fixture(params=BODY_ROUTES)
 async def send(
     request: pytest.FixtureRequest, api: httpx.AsyncClient, auth: dict[str, str]
 ) -> Send:
-    """Sends a raw body to one of the routes that read one (POST create, PATCH)."""
-    if request.param == "create":
-        method, path = "POST", CONFIGS
-    else:
-        method, path = "PATCH", f"{CONFIGS}/{(await create_config(api, auth))['id']}"
+    """Sends a raw body to one of the routes that read one: the configurations' POST and
+    PATCH, the surveys' POST and PATCH (a completion: it writes a survey and an event)."""
+    method, path = await _body_route(request.param, api, auth)
 
     async def send_body(content: bytes, headers: dict[str, str]) -> httpx.Response:
         return await api.request(method, path, content=content, headers={**auth, **headers})
@@ -405,7 +421,7 @@ async def test_number_beyond_float_range_is_400_like_infinity(
     before = await snapshot(app.state.db)
     content = b'{"patient_id": "p", "answers": {"x": ' + number + b"}}"
     try:
-        response = await api.post("/api/v2/surveys", content=content, headers={**auth, **JSON})
+        response = await api.post(SURVEYS, content=content, headers={**auth, **JSON})
     except Exception as exc:  # the in-process transport re-raises what made a 500
         pytest.fail(f"500: {type(exc).__name__}")
     assert_error(response, 400)

@@ -4,30 +4,32 @@ one event per change, committed in the same transaction as the change."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
 import service.surveys
+from core.clients import create_client
 from core.clock import utcnow
-from core.database import Bound, Database, WriteUnit
+from core.database import Database
 from outbox.writer import add_event
-from tests.conftest import NewClient
+from service.app import create_app
+from tests.conftest import NewClient, make_settings
 from tests.outbox.helpers import outbox_rows, survey_rows
-from tests.service.support import assert_error, error_fields
+from tests.service.support import assert_error, error_fields, snapshot
 
 SURVEYS = "/api/v2/surveys"
 SURVEY_FIELDS = {"id", "patient_id", "status", "answers", "created_at", "completed_at"}
-
-
-class InjectedFault(Exception):
-    """Raised by a test between the survey's write and its event's write."""
 
 
 @pytest.fixture
@@ -182,6 +184,7 @@ async def test_completing_twice_is_a_conflict_and_emits_nothing(
     url = f"{SURVEYS}/{created['id']}"
     first = await api.patch(url, json={"status": "completed"}, headers=_headers(client))
     assert first.status_code == 200, first.text
+    before = await snapshot(_db(app))
 
     second = await api.patch(
         url, json={"status": "completed", "answers": {"late": 1}}, headers=_headers(client)
@@ -189,6 +192,7 @@ async def test_completing_twice_is_a_conflict_and_emits_nothing(
 
     error = assert_error(second, 409)
     assert error["code"] == "conflict"
+    assert await snapshot(_db(app)) == before
     rows = await outbox_rows(_db(app), client["id"])
     assert [row["event_type"] for row in rows] == ["survey_created", "survey_finished"]
     shown = await api.get(url, headers=_headers(client))
@@ -229,12 +233,14 @@ async def test_another_clients_survey_is_not_found(
     created = await _create(api, client)
     other = await new_client()
     url = f"{SURVEYS}/{created['id']}"
+    before = await snapshot(_db(app))
 
     shown = await api.get(url, headers=_headers(other))
     patched = await api.patch(url, json={"status": "completed"}, headers=_headers(other))
 
     assert assert_error(shown, 404)["code"] == "not_found"
     assert assert_error(patched, 404)["code"] == "not_found"
+    assert await snapshot(_db(app)) == before
     mine = await api.get(url, headers=_headers(client))
     assert mine.json()["status"] == "in_progress"
     assert await outbox_rows(_db(app), other["id"]) == []
@@ -243,13 +249,18 @@ async def test_another_clients_survey_is_not_found(
 
 @pytest.mark.parametrize("method", ["GET", "PATCH"])
 async def test_an_unknown_survey_is_not_found(
-    api: httpx.AsyncClient, client: dict[str, str], method: str
+    api: httpx.AsyncClient, app: Starlette, client: dict[str, str], method: str
 ) -> None:
+    await _create(api, client)
+    before = await snapshot(_db(app))
     body = {"status": "completed"} if method == "PATCH" else None
+
     response = await api.request(
         method, f"{SURVEYS}/{uuid.uuid4()}", json=body, headers=_headers(client)
     )
+
     assert_error(response, 404)
+    assert await snapshot(_db(app)) == before
 
 
 # --- validation ------------------------------------------------------------------------
@@ -274,11 +285,12 @@ async def test_create_validation(
     body: dict[str, Any],
     field: str,
 ) -> None:
+    before = await snapshot(_db(app))
+
     response = await api.post(SURVEYS, json=body, headers=_headers(client))
 
     assert field in error_fields(response)
-    assert await survey_rows(_db(app), client["id"]) == []
-    assert await outbox_rows(_db(app), client["id"]) == []
+    assert await snapshot(_db(app)) == before
 
 
 @pytest.mark.parametrize(
@@ -300,181 +312,188 @@ async def test_update_validation(
     field: str,
 ) -> None:
     created = await _create(api, client)
+    before = await snapshot(_db(app))
 
     response = await api.patch(f"{SURVEYS}/{created['id']}", json=body, headers=_headers(client))
 
     assert field in error_fields(response)
-    shown = await api.get(f"{SURVEYS}/{created['id']}", headers=_headers(client))
-    assert shown.json() == created
-    assert len(await outbox_rows(_db(app), client["id"])) == 1
+    assert await snapshot(_db(app)) == before
 
 
 # --- one transaction -------------------------------------------------------------------
+#
+# Each fault makes the database itself refuse the outbox row of a survey's change once
+# the survey's own write has run (the statement before it on SQLite, the same statement
+# on PostgreSQL): the survey's write is undone only if both are one transaction.
+
+REFUSED_BY_TEST = "outbox row refused by the test"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the driver raises, through our code, when the database refuses the row."""
+
+    error: type[Exception]
+    match: str  # a regular expression that its message matches
+
+
+Fault = Callable[[Database], AbstractAsyncContextManager[Refusal]]
+
+
+@asynccontextmanager
+async def _outbox_refuses_every_row(db: Database) -> AsyncIterator[Refusal]:
+    """While open, a trigger makes the database refuse every new outbox row."""
+    if db.url.dialect == "sqlite":
+        await db.execute(
+            sa.text(
+                "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox"
+                f" BEGIN SELECT RAISE(ABORT, '{REFUSED_BY_TEST}'); END"
+            )
+        )
+        refusal = Refusal(sqlite3.IntegrityError, REFUSED_BY_TEST)
+        drop = "DROP TRIGGER refuse_outbox"
+    else:
+        await db.execute(
+            sa.text(
+                "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql"
+                f" AS $$ BEGIN RAISE EXCEPTION '{REFUSED_BY_TEST}'; END $$"
+            )
+        )
+        await db.execute(
+            sa.text(
+                "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_outbox()"
+            )
+        )
+        refusal = Refusal(asyncpg.RaiseError, REFUSED_BY_TEST)
+        drop = "DROP TRIGGER refuse_outbox ON outbox"
+    try:
+        yield refusal
+    finally:
+        await db.execute(sa.text(drop))
+
+
+@asynccontextmanager
+async def _event_id_taken(db: Database) -> AsyncIterator[Refusal]:
+    """While open, a new event gets the id of an existing one (another client's): the
+    outbox's unique key refuses it."""
+    async with db.transaction():
+        taken = await add_event(db, client_id="another", event_type="survey_created", content={})
+    original = service.surveys.event_params
+
+    def with_taken_id(**values: Any) -> dict[str, Any]:
+        return original(**values, event_id=taken)
+
+    sqlite = db.url.dialect == "sqlite"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service.surveys, "event_params", with_taken_id)
+        # SQLite names the column, PostgreSQL the constraint (uq_outbox_event_id).
+        yield Refusal(
+            sqlite3.IntegrityError if sqlite else asyncpg.UniqueViolationError, "outbox.event_id"
+        )
+
+
+FAULTS = [_outbox_refuses_every_row, _event_id_taken]
+INTERNAL_ERROR = {"code": "internal_error", "message": "internal error"}
 
 
 @pytest.fixture
-async def tolerant_api(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """Like `api`, but an unhandled error comes back as the app's 500 response instead
-    of being raised into the test."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+async def isolated_app(isolated_url: str) -> AsyncIterator[Starlette]:
+    """The app on a database of this test alone, where the test may install triggers."""
+    application = create_app(make_settings(isolated_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def tolerant_api(isolated_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of `isolated_app`; an unhandled error comes back as the app's 500
+    response instead of being raised into the test."""
+    transport = httpx.ASGITransport(app=isolated_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
 
 
-def _fault_between_the_inserts(
-    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
-) -> type[Exception]:
-    """The creation fails after the survey's insert, before the event's (on PostgreSQL,
-    where both are one statement, before it)."""
-    original = service.surveys.creation
-
-    def faulty(*args: Any, **options: Any) -> WriteUnit[Any]:
-        unit = original(*args, **options)
-        statement = next(unit)
-        if options["one_statement"]:
-            raise InjectedFault("before the write")
-        yield statement
-        raise InjectedFault("after the survey's insert")
-
-    monkeypatch.setattr(service.surveys, "creation", faulty)
-    return InjectedFault
+async def _client_of(db: Database) -> dict[str, str]:
+    """Headers of a new API client of `db`, its id under `id` (not sent)."""
+    created = await create_client(db, "one transaction")
+    return {"Authorization": f"Bearer {created['api_key']}", "id": created["id"]}
 
 
-def _creation_event_refused(
-    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
-) -> type[Exception]:
-    """The database refuses the event (its id is taken) after it inserted the survey (in
-    the same statement on PostgreSQL)."""
-    original = service.surveys.event_params
-
-    def taken(**values: Any) -> dict[str, Any]:
-        return original(**values, event_id=taken_event_id)
-
-    monkeypatch.setattr(service.surveys, "event_params", taken)
-    return Exception  # the driver's unique violation
-
-
-async def _taken_event_id(db: Database) -> str:
-    """The id of an event of another client."""
-    async with db.transaction():
-        return await add_event(db, client_id="another", event_type="survey_created", content={})
-
-
-FAULTS = [_fault_between_the_inserts, _creation_event_refused]
-
-
-CompletionFault = Callable[[pytest.MonkeyPatch, str], type[Exception]]
-
-
-def _completion_fault_before_the_write(
-    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
-) -> type[Exception]:
-    """The completion fails once it has read the survey, before its first write."""
-    original = service.surveys.completion
-
-    def faulty(*args: Any, **options: Any) -> WriteUnit[Any]:
-        unit, value = original(*args, **options), None
-        while True:
-            statement = unit.send(value)
-            query = statement.statement if isinstance(statement, Bound) else statement
-            if not isinstance(query, sa.Select):
-                raise InjectedFault("before the write")
-            value = yield statement
-
-    monkeypatch.setattr(service.surveys, "completion", faulty)
-    return InjectedFault
-
-
-def _completion_event_refused(
-    monkeypatch: pytest.MonkeyPatch, taken_event_id: str
-) -> type[Exception]:
-    """The database refuses the event (its id is taken) after it made the survey's
-    change: a statement of its own on SQLite, part of the one statement on PostgreSQL."""
-    original = service.surveys.event_params
-
-    def taken(**values: Any) -> dict[str, Any]:
-        return original(**values, event_id=taken_event_id)
-
-    monkeypatch.setattr(service.surveys, "event_params", taken)
-    return Exception  # the driver's unique violation
-
-
-COMPLETION_FAULTS = [_completion_fault_before_the_write, _completion_event_refused]
-
-
-@pytest.mark.parametrize("inject", FAULTS)
-async def test_a_failed_create_through_the_api_leaves_neither_row(
-    tolerant_api: httpx.AsyncClient,
-    app: Starlette,
-    client: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
-    inject: Any,
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_a_refused_event_leaves_no_survey(
+    isolated_app: Starlette, tolerant_api: httpx.AsyncClient, fault: Fault
 ) -> None:
-    # Given a fault between the survey's insert and the end of its transaction
-    inject(monkeypatch, await _taken_event_id(_db(app)))
+    db = _db(isolated_app)
+    client = await _client_of(db)
 
-    # When a survey is created
-    response = await tolerant_api.post(SURVEYS, json={"patient_id": "p"}, headers=_headers(client))
+    async def assert_nothing_written(before: dict[str, Any]) -> None:
+        assert await survey_rows(db, client["id"]) == []
+        assert await outbox_rows(db, client["id"]) == []
+        assert await snapshot(db) == before
 
-    # Then the client gets an error and neither the survey nor its event exists
-    assert assert_error(response, 500)["code"] == "internal_error"
-    assert "InjectedFault" not in response.text and "unique" not in response.text.lower()
-    assert await survey_rows(_db(app), client["id"]) == []
-    assert await outbox_rows(_db(app), client["id"]) == []
+    # Given a database that refuses the outbox row of the survey's event
+    async with fault(db) as refusal:
+        before = await snapshot(db)
 
-
-@pytest.mark.parametrize("inject", FAULTS)
-async def test_a_failed_create_leaves_neither_row(
-    app: Starlette, client: dict[str, str], monkeypatch: pytest.MonkeyPatch, inject: Any
-) -> None:
-    raised = inject(monkeypatch, await _taken_event_id(_db(app)))
-
-    with pytest.raises(raised):
-        await service.surveys.create_survey(
-            _db(app), client["id"], patient_id="p", answers={"q": 1}
+        # When a survey is created through the API
+        response = await tolerant_api.post(
+            SURVEYS, json={"patient_id": "p"}, headers=_headers(client)
         )
 
-    assert await survey_rows(_db(app), client["id"]) == []
-    assert await outbox_rows(_db(app), client["id"]) == []
+        # Then the client gets a JSON error naming nothing of the database, and neither
+        # the survey nor its event exists
+        assert assert_error(response, 500) == INTERNAL_ERROR
+        await assert_nothing_written(before)
+
+        # and likewise directly, where the driver's error reaches the caller
+        with pytest.raises(refusal.error, match=refusal.match):
+            await service.surveys.create_survey(db, client["id"], patient_id="p", answers={})
+        await assert_nothing_written(before)
 
 
-@pytest.mark.parametrize("inject", COMPLETION_FAULTS)
-async def test_a_failed_completion_leaves_the_survey_in_progress_and_no_event(
-    api: httpx.AsyncClient,
-    tolerant_api: httpx.AsyncClient,
-    app: Starlette,
-    client: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
-    inject: CompletionFault,
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_a_refused_event_leaves_the_survey_in_progress(
+    isolated_app: Starlette, tolerant_api: httpx.AsyncClient, fault: Fault
 ) -> None:
-    # Given a survey, and a fault in the transaction that completes it
-    created = await _create(api, client, answers={"q": "before"})
-    [created_event] = await outbox_rows(_db(app), client["id"])
-    raised = inject(monkeypatch, created_event["event_id"])
+    db = _db(isolated_app)
+    client = await _client_of(db)
+    created = await _create(tolerant_api, client, answers={"q": "before"})
+    url = f"{SURVEYS}/{created['id']}"
 
-    # When it is completed, through the API and directly
-    response = await tolerant_api.patch(
-        f"{SURVEYS}/{created['id']}",
-        json={"status": "completed", "answers": {"q": "after"}},
-        headers=_headers(client),
-    )
-    with pytest.raises(raised):
-        await service.surveys.complete_survey(_db(app), client["id"], created["id"], answers=None)
+    async def assert_still_in_progress(before: dict[str, Any]) -> None:
+        [row] = await survey_rows(db, client["id"])
+        assert (row["status"], row["completed_at"], row["answers"]) == (
+            "in_progress",
+            None,
+            {"q": "before"},
+        )
+        events = await outbox_rows(db, client["id"])
+        assert [event["event_type"] for event in events] == ["survey_created"]
+        assert await snapshot(db) == before
 
-    # Then the survey is unchanged and only its survey_created event exists
-    assert_error(response, 500)
-    monkeypatch.undo()
-    shown = await api.get(f"{SURVEYS}/{created['id']}", headers=_headers(client))
-    assert shown.json() == created
-    [row] = await survey_rows(_db(app), client["id"])
-    assert row["status"] == "in_progress"
-    assert row["completed_at"] is None
-    assert [r["event_type"] for r in await outbox_rows(_db(app), client["id"])] == [
-        "survey_created"
-    ]
-    # and the survey can still be completed, with its event
-    done = await api.patch(
-        f"{SURVEYS}/{created['id']}", json={"status": "completed"}, headers=_headers(client)
-    )
+    # Given an in-progress survey, and a database that refuses the outbox row of the
+    # event that its completion writes
+    async with fault(db) as refusal:
+        before = await snapshot(db)
+
+        # When it is completed through the API
+        response = await tolerant_api.patch(
+            url, json={"status": "completed", "answers": {"q": "after"}}, headers=_headers(client)
+        )
+
+        # Then the client gets a JSON error, the survey is still in progress with its
+        # answers, and only its survey_created event exists
+        assert assert_error(response, 500) == INTERNAL_ERROR
+        await assert_still_in_progress(before)
+
+        # and likewise directly, where the driver's error reaches the caller
+        with pytest.raises(refusal.error, match=refusal.match):
+            await service.surveys.complete_survey(db, client["id"], created["id"], answers=None)
+        await assert_still_in_progress(before)
+
+    # and once the database takes events again, the survey completes with its event
+    done = await tolerant_api.patch(url, json={"status": "completed"}, headers=_headers(client))
     assert done.status_code == 200, done.text
-    assert len(await outbox_rows(_db(app), client["id"])) == 2
+    events = await outbox_rows(db, client["id"])
+    assert [event["event_type"] for event in events] == ["survey_created", "survey_finished"]
