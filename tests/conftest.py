@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,27 @@ from tests.outbox.helpers import connected, isolated_database_url
 from tests.servers import RedisServer, postgres_database, redis_server
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+# Tools a test may run without being end-to-end: they set up a database, not the service.
+SETUP_TOOLS = frozenset({"psql"})
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts a process (of ours, or a server) must be marked `e2e`, so that
+    `-m "not e2e"` is a quick in-process run; this fails one that is not."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+    real_init = subprocess.Popen.__init__
+
+    def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **options: Any) -> None:
+        program = Path(str(args[0] if isinstance(args, list | tuple) else args).split()[0])
+        if program.name not in SETUP_TOOLS:
+            pytest.fail(f"{request.node.nodeid} starts {program.name}: mark it e2e")
+        real_init(self, args, *rest, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
 
 
 @pytest.fixture(scope="session")

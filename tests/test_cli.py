@@ -22,6 +22,8 @@ from tests.service.processes import WEBHOOKS, process_env, web_server
 from tests.service.processes import webhooks_fails as _fails_clearly
 from tests.service.processes import webhooks_ok as _ok
 
+pytestmark = pytest.mark.e2e  # every test runs the CLI as a process
+
 CONFIGS = "/api/v2/config/webhook"
 
 

@@ -186,6 +186,7 @@ async def test_only_post_on_webhook_is_served(receiver: httpx.AsyncClient) -> No
     assert (await receiver.post("/other", content=BODY, headers=_headers())).status_code == 404
 
 
+@pytest.mark.e2e
 def test_the_script_runs_as_the_readme_says(tmp_path: Path) -> None:
     """`WEBHOOK_TOKEN=... WEBHOOK_SECRET=... python examples/receiver.py`, on RECEIVER_PORT."""
     port = free_port()

@@ -374,6 +374,7 @@ def test_parse_duration_rejects_anything_else(text: str) -> None:
 # --- the command ------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_webhooks_prune_prints_the_counts_as_json(tmp_path: Path) -> None:
     env = process_env(DATABASE_URL=f"sqlite:///{tmp_path / 'prune.db'}")
 
@@ -383,6 +384,7 @@ def test_webhooks_prune_prints_the_counts_as_json(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {"deliveries": 0, "attempts": 0, "outbox": 0}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("duration", ["3x", "-5d", "soon"])
 def test_webhooks_prune_with_a_bad_duration_exits_1_with_a_clear_message(
     tmp_path: Path, duration: str
@@ -399,6 +401,7 @@ def test_webhooks_prune_with_a_bad_duration_exits_1_with_a_clear_message(
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("duration", ["1000000d", "99999999999999999999"])
 def test_webhooks_prune_with_a_duration_beyond_the_calendar_exits_1_with_a_clear_message(
     tmp_path: Path, duration: str

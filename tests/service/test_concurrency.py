@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.servers import free_port
 from tests.service.processes import WEBHOOKS, process_env, run_webhooks, web_server
@@ -41,6 +42,7 @@ def _failures(answers: list[httpx.Response | BaseException], status: int) -> lis
     ]
 
 
+@pytest.mark.e2e
 async def test_two_web_processes_on_one_sqlite_file_take_concurrent_writes(
     tmp_path: Path,
 ) -> None:

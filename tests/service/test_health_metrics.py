@@ -112,6 +112,7 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.e2e
 async def test_readyz_follows_a_real_redis_going_away(
     database_url: str, own_redis: RedisServer
 ) -> None:
