@@ -66,12 +66,14 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers by path: `/ok/*` 200; `/flaky/N/*` 500 for the first N tries of each
-    webhook-id, then 200; `/dead/*` 500; `/status/*` whatever `statuses[path]` says."""
+    """Answers by path: `/ok/*` 200; `/flaky/N/*` `statuses[path]` (500 unless set) for
+    the first N tries of each webhook-id, then 200; `/dead/*` 500; `/status/*` whatever
+    `statuses[path]` says. Every answer to a path carries the headers in `headers[path]`."""
 
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
     _tries: dict[tuple[str, str], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,7 +89,7 @@ class Receiver:
         if parts[0] == "flaky":
             tries = self._tries.get((path, webhook_id), 0) + 1
             self._tries[(path, webhook_id)] = tries
-            return 500 if tries <= int(parts[1]) else 200
+            return self.statuses.get(path, 500) if tries <= int(parts[1]) else 200
         if parts[0] == "dead":
             return 500
         if parts[0] == "status":
@@ -100,7 +102,9 @@ class Receiver:
         with self._lock:
             self.received.append(item)
             status = self._status(item.path, item.headers.get("webhook-id", ""))
-        return PlainTextResponse("ok" if status < 300 else "nope", status_code=status)
+            headers = self.headers.get(item.path)
+        text = "ok" if status < 300 else "nope"
+        return PlainTextResponse(text, status_code=status, headers=headers)
 
     @contextmanager
     def running(self) -> Iterator[Receiver]:
@@ -165,8 +169,9 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, name: str, command: str) -> Process:
-        process = Process(name, command, self.env, self.log_dir)
+    def start(self, name: str, command: str, *, env: dict[str, str] | None = None) -> Process:
+        """Start `command` as process `name`, with the stack's environment unless `env`."""
+        process = Process(name, command, self.env if env is None else env, self.log_dir)
         self.processes[name] = process
         return process
 
