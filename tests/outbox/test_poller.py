@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -145,11 +145,30 @@ async def test_a_lost_enqueue_is_recovered_by_the_sweep(idb: Database) -> None:
 # --- run ------------------------------------------------------------------------------
 
 
+def _idle_waiting(poller: Poller) -> Callable[[], Awaitable[bool]]:
+    """Whether `poller` has finished a round and waits for the next (it waits in its
+    wake-up's `wait`, which this wraps to tell)."""
+    waiting = asyncio.Event()
+    real_wait = poller.wakeup.wait
+
+    async def wait(timeout_s: float) -> None:
+        waiting.set()
+        await real_wait(timeout_s)
+
+    poller.wakeup.wait = wait  # type: ignore[method-assign]
+
+    async def check() -> bool:
+        return waiting.is_set()
+
+    return check
+
+
 async def test_run_stops_when_the_stop_event_is_set(idb: Database) -> None:
     poller = _poller(idb, Queue())
     stop = asyncio.Event()
+    idle = _idle_waiting(poller)
     task = asyncio.create_task(poller.run(stop))
-    await asyncio.sleep(0.1)
+    await eventually(idle, timeout_s=PROMPT_S)
     assert not task.done()
 
     started = time.monotonic()
@@ -261,8 +280,9 @@ async def test_a_local_wakeup_beats_the_poll_interval(idb: Database) -> None:
     wakeup = LocalWakeup()
     queue = Queue()
     poller = _poller(idb, queue, wakeup)
+    idle = _idle_waiting(poller)
     async with _running(poller):
-        await asyncio.sleep(0.2)
+        await eventually(idle, timeout_s=PROMPT_S)
 
         # When an event is committed and the poller notified
         await add_events(idb, client_id, "survey_created", 1)
@@ -283,8 +303,9 @@ async def test_without_a_wakeup_the_poll_interval_is_the_backstop(idb: Database)
     await new_config(idb, client_id)
     queue = Queue()
     poller = _poller(idb, queue, poll_interval_s=0.2)
+    idle = _idle_waiting(poller)
     async with _running(poller):
-        await asyncio.sleep(0.05)
+        await eventually(idle, timeout_s=PROMPT_S)
         await add_events(idb, client_id, "survey_created", 1)
 
         async def enqueued() -> bool:
@@ -387,7 +408,6 @@ async def test_a_redis_wakeup_without_redis_neither_blocks_nor_raises() -> None:
         await wakeup.wait(0.1)
         assert time.monotonic() - started < PROMPT_S
     finally:
-        await asyncio.sleep(0.05)
         await wakeup.close()
 
 
@@ -410,9 +430,12 @@ async def test_closing_a_redis_wakeup_right_after_notify_leaves_no_connection(
         for _ in range(3):
             wakeup.notify()
         await wakeup.close()
-        await asyncio.sleep(0.2)
 
-        assert await _connections(redis.url) == baseline
+        # (the server drops a closed connection from its list a moment later)
+        async def back_to_baseline() -> bool:
+            return await _connections(redis.url) == baseline
+
+        await eventually(back_to_baseline, timeout_s=PROMPT_S)
     finally:
         # Close what the publishes opened after close(), so that no unclosed socket
         # outlives this test.
