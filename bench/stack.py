@@ -194,7 +194,7 @@ def private_redis(work_dir: Path) -> Iterator[RedisProcess]:
 
 
 def _pg_execute(admin_url: str, sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     async def execute() -> None:
         connection = await asyncpg.connect(admin_url, timeout=10)
