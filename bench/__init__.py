@@ -8,5 +8,6 @@ created through the API, deliveries counted at the receiver).
 Modules: `cli` (options), `run` (one run, set-up to teardown), `stack` (the processes
 it starts and always stops), `receiver`, `baseline`, `pipeline` (the phases), `api`
 (the client side), `stats`, `report`, `progress`, and `profile`, which summarises
-the py-spy stacks that `--profile DIR` records.
+the py-spy stacks that `--profile DIR` records. `--soak MINUTES` runs `soak` instead:
+steady load, `sampling` of each process's memory and descriptors, `soak_report`.
 """

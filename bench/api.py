@@ -17,6 +17,14 @@ SURVEY_ANSWERS: dict[str, Any] = {"q1": "yes", "q2": 3, "notes": "benchmark surv
 API_TIMEOUT_S = 30.0
 
 
+class ApiError(BenchError):
+    """The API answered another status than the one expected."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Created:
     """One survey the API created, with the three moments around its commit.
@@ -60,7 +68,8 @@ class Api:
         ) as response:
             if response.status != expect:
                 text = await response.text()
-                raise BenchError(f"{method} {path} answered {response.status}: {text[:500]}")
+                message = f"{method} {path} answered {response.status}: {text[:500]}"
+                raise ApiError(message, status=response.status)
             return await response.json()
 
     async def create_config(self, url: str, events: list[str]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -302,8 +302,8 @@ async def endpoint_rates(
     slices, so that noise from elsewhere on the machine hits both alike. With `cpu`, also
     the CPU each process spent per request of each kind."""
     get_s = patch_s = 0.0
-    get_cpu: Counter[str] = Counter()
-    patch_cpu: Counter[str] = Counter()
+    get_cpu: defaultdict[str, float] = defaultdict(float)
+    patch_cpu: defaultdict[str, float] = defaultdict(float)
     size = max(1, -(-len(survey_ids) // rounds))
     chunks = [survey_ids[start : start + size] for start in range(0, len(survey_ids), size)]
     for number, chunk in enumerate(chunks, start=1):
@@ -325,7 +325,7 @@ async def endpoint_rates(
 
 
 @contextmanager
-def _cpu_into(total: Counter[str], cpu: CpuSample | None) -> Iterator[None]:
+def _cpu_into(total: defaultdict[str, float], cpu: CpuSample | None) -> Iterator[None]:
     before = cpu() if cpu else {}
     yield
     for name, value in (cpu() if cpu else {}).items():

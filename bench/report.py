@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ TARGETS = [
 ]
 
 
-def _round(value: float | None, digits: int = 1) -> float | None:
+def rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
@@ -120,20 +121,22 @@ class Report:
             "api_concurrency": options.api_concurrency,
             "quick": options.quick,
             "cpus": os.cpu_count(),
-            "baseline_posts_per_s": _round(self.baseline_posts_per_s),
+            "baseline_posts_per_s": rounded(self.baseline_posts_per_s),
             "baseline_concurrency": self.baseline_concurrency,
-            "baseline_httpx_posts_per_s": _round(
+            "baseline_httpx_posts_per_s": rounded(
                 self.baseline_httpx.per_s if self.baseline_httpx else None
             ),
-            "deliveries_per_s": _round(self.deliveries_per_s),
-            "ratio": _round(self.ratio, 3),
-            "creations_per_s": _round(saturated.creations_per_s if saturated else None),
-            "drain_per_s": _round(saturated.drain_per_s if saturated else None),
-            "saturated_window_s": _round(saturated.window_s if saturated else None, 2),
-            "saturated_cpu_s": {k: _round(v, 2) for k, v in self.saturated_cpu_s.items()},
-            "cpu_ms_per_delivery": {k: _round(v, 2) for k, v in self.cpu_ms_per_delivery().items()},
-            "baseline_cpu_ms_per_post": _round(self.cpu_ms_per_post(), 3),
-            "cpu_bound_ratio": _round(self.cpu_bound_ratio(), 3),
+            "deliveries_per_s": rounded(self.deliveries_per_s),
+            "ratio": rounded(self.ratio, 3),
+            "creations_per_s": rounded(saturated.creations_per_s if saturated else None),
+            "drain_per_s": rounded(saturated.drain_per_s if saturated else None),
+            "saturated_window_s": rounded(saturated.window_s if saturated else None, 2),
+            "saturated_cpu_s": {k: rounded(v, 2) for k, v in self.saturated_cpu_s.items()},
+            "cpu_ms_per_delivery": {
+                k: rounded(v, 2) for k, v in self.cpu_ms_per_delivery().items()
+            },
+            "baseline_cpu_ms_per_post": rounded(self.cpu_ms_per_post(), 3),
+            "cpu_bound_ratio": rounded(self.cpu_bound_ratio(), 3),
             "surveys": len(saturated.created) if saturated else 0,
             "deliveries_expected": saturated.expected if saturated else 0,
             "deliveries_received": saturated.received if saturated else 0,
@@ -141,22 +144,22 @@ class Report:
             "complete": saturated.complete if saturated else False,
             "latency_ms": self._latency(paced).as_dict(),
             "latency_basis": LATENCY_BASIS,
-            "latency_rate_per_s": _round(paced.deliveries_per_s if paced else None),
+            "latency_rate_per_s": rounded(paced.deliveries_per_s if paced else None),
             "latency_from_201_ms": self._latency(paced, since_ack=True).as_dict(),
             "saturated_latency_ms": self._latency(saturated).as_dict(),
             "idle_latency_ms": self._latency(self.idle).as_dict(),
-            "completions_per_s": _round(endpoints.completions_per_s if endpoints else None),
-            "get_config_per_s": _round(endpoints.get_config_per_s if endpoints else None),
-            "completion_ratio": _round(endpoints.ratio if endpoints else None, 3),
+            "completions_per_s": rounded(endpoints.completions_per_s if endpoints else None),
+            "get_config_per_s": rounded(endpoints.get_config_per_s if endpoints else None),
+            "completion_ratio": rounded(endpoints.ratio if endpoints else None, 3),
             "cpu_ms_per_get": _per_request(endpoints.cpu_ms_per_get if endpoints else {}),
             "cpu_ms_per_patch": _per_request(endpoints.cpu_ms_per_patch if endpoints else {}),
             "worker_rss_mb": {
-                "before": [_round(v) for v in self.worker_rss_before_mb],
-                "after": [_round(v) for v in self.worker_rss_after_mb],
+                "before": [rounded(v) for v in self.worker_rss_before_mb],
+                "after": [rounded(v) for v in self.worker_rss_after_mb],
             },
             "targets": self.targets(),
             "load_average_1m": [round(v, 2) for v in self.load_average],
-            "elapsed_s": _round(self.elapsed_s),
+            "elapsed_s": rounded(self.elapsed_s),
         }
 
     def table(self) -> str:
@@ -210,9 +213,7 @@ class Report:
             ("load average (1 min) start, end", _loads(data["load_average_1m"])),
             ("elapsed", f"{data['elapsed_s']} s"),
         ]
-        width = max(len(label) for label, _ in rows)
-        lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
-        lines.append("")
+        lines = [columns(rows), ""]
         lines.append("latency: " + LATENCY_BASIS)
         for name, met in data["targets"].items():
             mark = "n/a" if met is None else ("met" if met else "MISSED")
@@ -220,12 +221,23 @@ class Report:
         return "\n".join(lines)
 
 
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells, each column but the last padded to its widest cell, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
+    return "\n".join(
+        "  ".join(
+            cell if i == len(row) - 1 else cell.ljust(widths[i]) for i, cell in enumerate(row)
+        )
+        for row in rows
+    )
+
+
 def _setup(data: dict[str, Any]) -> str:
     return f"{data['fanout']} / {data['workers']} x {data['worker_concurrency']}"
 
 
 def _per_request(values: dict[str, float]) -> dict[str, float | None]:
-    return {name: _round(value, 3) for name, value in values.items()}
+    return {name: rounded(value, 3) for name, value in values.items()}
 
 
 def _num(value: float | None) -> str:

@@ -109,16 +109,24 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does, for the duration."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(options: Options) -> Report:
     """Start everything, measure, stop everything; the report."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     progress = Progress(enabled=options.show_progress)
     try:
-        with ExitStack() as stack:
+        with sigterm_interrupts(), ExitStack() as stack:
             return _run(options, stack, progress)
     finally:
         progress.finish()
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
@@ -183,7 +191,14 @@ async def _measure(
         ):
             report = Report.start(options)
             configs = await pipeline.create_configs(api, receiver_url, fanout=options.fanout)
-            await _warm_up(api, receiver, options, check, progress)
+            await warm_up(
+                api,
+                receiver,
+                fanout=options.fanout,
+                api_concurrency=options.api_concurrency,
+                check=check,
+                progress=progress,
+            )
             if options.endpoints_only:
                 report.endpoints = await _endpoints(
                     api, completer, configs[0], options, progress, observed, profile=service
@@ -272,10 +287,12 @@ async def _endpoints(
         )
 
 
-async def _warm_up(
+async def warm_up(
     api: Api,
     receiver: ReceiverClient,
-    options: Options,
+    *,
+    fanout: int,
+    api_concurrency: int,
     check: pipeline.Check,
     progress: Progress,
 ) -> None:
@@ -285,8 +302,8 @@ async def _warm_up(
         api,
         receiver,
         surveys=WARMUP_SURVEYS,
-        fanout=options.fanout,
-        concurrency=min(options.api_concurrency, WARMUP_SURVEYS),
+        fanout=fanout,
+        concurrency=min(api_concurrency, WARMUP_SURVEYS),
         drain_timeout_s=WARMUP_TIMEOUT_S,
         check=check,
         progress=progress,

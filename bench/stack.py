@@ -124,23 +124,39 @@ class Child:
             os.killpg(self.popen.pid, sig)
 
     def cpu_s(self) -> float | None:
-        """User + system CPU seconds so far (Linux `/proc`), None where unknown."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.pid)
 
     def rss_mb(self) -> float | None:
-        """Resident memory (Linux `/proc`), None where unknown."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        return rss_mb(self.pid)
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds so far of process `pid` (Linux `/proc`), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process `pid` (Linux `/proc`), None where unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def fd_count(pid: int) -> int | None:
+    """Open file descriptors of process `pid` (Linux `/proc`), None where unknown."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
         return None
 
 
@@ -194,7 +210,7 @@ def private_redis(work_dir: Path) -> Iterator[RedisProcess]:
 
 
 def _pg_execute(admin_url: str, sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     async def execute() -> None:
         connection = await asyncpg.connect(admin_url, timeout=10)
@@ -236,12 +252,14 @@ def procfile() -> dict[str, str]:
 
 
 def service_env(
-    *, database_url: str, redis_url: str, port: int, worker_concurrency: int
+    *, database_url: str, redis_url: str | None, port: int, worker_concurrency: int
 ) -> dict[str, str]:
+    """The service's environment; without `redis_url`, none (`webhooks serve`)."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "PORT"}}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     env.update(
         DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
         PORT=str(port),
         WEBHOOKS_ALLOW_PRIVATE_TARGETS="1",
         WEBHOOKS_WORKER_CONCURRENCY=str(worker_concurrency),
@@ -279,7 +297,10 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, name: str, kind: str) -> Child:
-        command = procfile()[kind]
+        """The Procfile's `kind` process, as `name`."""
+        return self.start_command(name, procfile()[kind])
+
+    def start_command(self, name: str, command: str) -> Child:
         child = Child(name, ["bash", "-c", f"exec {command}"], env=self.env, log_dir=self.log_dir)
         self.processes.append(child)
         return child
@@ -322,6 +343,18 @@ def procfile_service(env: dict[str, str], log_dir: Path, *, workers: int) -> Ite
         service.start("poller", "poller")
         for number in range(1, workers + 1):
             service.start(f"worker{number}", "worker")
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()
+
+
+@contextmanager
+def serve_service(env: dict[str, str], log_dir: Path) -> Iterator[Service]:
+    """`webhooks serve`: web, poller and worker in one process, no Redis."""
+    service = Service(env, log_dir, int(env["PORT"]))
+    try:
+        service.start_command("serve", "webhooks serve")
         service.wait_healthy()
         yield service
     finally:
