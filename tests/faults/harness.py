@@ -261,55 +261,121 @@ def accepted(receiver: FaultReceiver, tenant: Tenant, survey_id: str) -> bool:
     )
 
 
-class Traffic(threading.Thread):
-    """Creates `surveys` surveys at `rate_per_s` and completes every other one, so that
-    `survey_created` and `survey_finished` events flow steadily. A failed request is
-    counted and skipped (the service may be down on purpose); the database, not this
-    thread, says which events exist."""
+@dataclass(frozen=True)
+class ApiFailure:
+    """One survey creation or completion that did not get the answer it expected."""
 
-    def __init__(self, base_url: str, tenant: Tenant, *, surveys: int, rate_per_s: float) -> None:
-        super().__init__(name="traffic", daemon=True)
+    at: float
+    """`time.monotonic()` when it was sent."""
+    method: str
+    kind: str
+    """The status ("503") or the httpx transport error ("ConnectError": refused,
+    "RemoteProtocolError": dropped mid-request, "ReadTimeout": no answer in time)."""
+    elapsed_s: float
+    body: str
+    """The response body, "" when there was no response."""
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many API calls a scenario lets fail, and which kinds of failure (see
+    `ApiFailure.kind`); the default is none at all."""
+
+    at_most: int = 0
+    kinds: frozenset[str] = frozenset()
+
+
+class Traffic:
+    """Creates `surveys` surveys at `rate_per_s` over `lanes` concurrent connections and
+    completes every other one, so that `survey_created` and `survey_finished` events flow
+    steadily. A failed request is recorded in `failures` and skipped (the service may be
+    down on purpose); the database, not this object, says which events exist, and
+    `created` and `completed` say which ones the API confirmed."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tenant: Tenant,
+        *,
+        surveys: int,
+        rate_per_s: float,
+        lanes: int = 1,
+        timeout_s: float = 15,
+    ) -> None:
         self.base_url = base_url
         self.tenant = tenant
         self.surveys = surveys
         self.rate_per_s = rate_per_s
+        self.timeout_s = timeout_s
         self.created: list[str] = []
         self.completed: list[str] = []
-        self.failed_requests = 0
+        self.failures: list[ApiFailure] = []
         self.last_event_at = 0.0
-        self.error: BaseException | None = None
+        self.errors: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._lane, args=(lane, lanes), name=f"traffic{lane}")
+            for lane in range(lanes)
+        ]
+        self._start = 0.0
 
-    def run(self) -> None:
+    @property
+    def failed_requests(self) -> int:
+        return len(self.failures)
+
+    def failure_kinds(self) -> Counter[str]:
+        return Counter(failure.kind for failure in self.failures)
+
+    def start(self) -> None:
+        self._start = time.monotonic()
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+
+    def is_alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def _lane(self, lane: int, lanes: int) -> None:
         try:
-            self._run()
+            self._run(lane, lanes)
         except BaseException as exc:  # surfaced by finish()
-            self.error = exc
+            self.errors.append(exc)
 
-    def _run(self) -> None:
-        start = time.monotonic()
-        with httpx.Client(base_url=self.base_url, headers=self.tenant.headers, timeout=15) as api:
-            for number in range(self.surveys):
-                time.sleep(max(0.0, start + number / self.rate_per_s - time.monotonic()))
+    def _run(self, lane: int, lanes: int) -> None:
+        created: list[str] = []
+        tried: set[str] = set()
+        with httpx.Client(
+            base_url=self.base_url, headers=self.tenant.headers, timeout=self.timeout_s
+        ) as api:
+            for number in range(lane, self.surveys, lanes):
+                time.sleep(max(0.0, self._start + number / self.rate_per_s - time.monotonic()))
                 survey_id = self._send(api, "POST", "/api/v2/surveys", {"patient_id": "p"}, 201)
                 if survey_id is not None:
+                    created.append(survey_id)
                     self.created.append(survey_id)
-                if number % 2 == 1 and len(self.created) >= 2:
-                    target = self.created[-2]
+                # Each survey is completed at most once: after a failed creation the one
+                # before the last may be the one completed last time.
+                if number % 2 == 1 and len(created) >= 2 and created[-2] not in tried:
+                    target = created[-2]
+                    tried.add(target)
                     if self._send(api, "PATCH", f"/api/v2/surveys/{target}", _DONE, 200):
                         self.completed.append(target)
 
     def _send(
         self, api: httpx.Client, method: str, path: str, body: dict[str, Any], expected: int
     ) -> str | None:
+        sent = time.monotonic()
         try:
             response = api.request(method, path, json=body)
-        except httpx.TransportError:
-            self.failed_requests += 1
+        except httpx.TransportError as exc:
+            elapsed_s = time.monotonic() - sent
+            self.failures.append(ApiFailure(sent, method, type(exc).__name__, elapsed_s, ""))
             time.sleep(0.05)
             return None
         self.last_event_at = time.monotonic()
         if response.status_code != expected:
-            self.failed_requests += 1
+            elapsed_s = self.last_event_at - sent
+            kind = str(response.status_code)
+            self.failures.append(ApiFailure(sent, method, kind, elapsed_s, response.text))
             return None
         return str(response.json()["id"])
 
@@ -321,10 +387,73 @@ class Traffic(threading.Thread):
         )
 
     def finish(self, *, timeout_s: float = 120) -> None:
-        self.join(timeout=timeout_s)
-        assert not self.is_alive(), "the traffic thread did not finish"
-        if self.error is not None:
-            raise self.error
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not self.is_alive(), "the traffic threads did not finish"
+        if self.errors:
+            raise self.errors[0]
+
+
+def is_error_envelope(body: str) -> bool:
+    """Whether `body` is SPEC 4's `{"error": {"code": str, "message": str, ...}}`."""
+    try:
+        error = json.loads(body)["error"]
+        return isinstance(error["code"], str) and isinstance(error["message"], str)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def api_problems(traffic: Traffic, allowance: Allowance) -> list[str]:
+    """What the API did that `allowance` does not allow: too many failures, failures of
+    another kind, or an error answered without SPEC 4's JSON envelope."""
+    kinds = traffic.failure_kinds()
+    problems = []
+    if traffic.failed_requests > allowance.at_most:
+        problems.append(
+            f"{traffic.failed_requests} API calls failed, at most {allowance.at_most} allowed: "
+            f"{dict(kinds)}"
+        )
+    for kind in sorted(set(kinds) - allowance.kinds):
+        first = next(failure for failure in traffic.failures if failure.kind == kind)
+        problems.append(
+            f"API answered {kind} {kinds[kind]} times (allowed: {sorted(allowance.kinds)}); "
+            f"first: {first.method} after {first.elapsed_s:.1f} s, body {first.body[:300]!r}"
+        )
+    for failure in traffic.failures:
+        if failure.body and not is_error_envelope(failure.body):
+            problems.append(
+                f"a {failure.kind} without the JSON error envelope: {failure.body[:300]!r}"
+            )
+            break
+    return problems
+
+
+def undelivered(
+    receiver: FaultReceiver,
+    tenant: Tenant,
+    *,
+    created: list[str],
+    completed: list[str],
+    paths: set[str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(path, event type, survey id) that the API confirmed (201 for `created`, 200 for
+    `completed`) and that the receiver never accepted at a configuration subscribed to
+    it; only at `paths` if given."""
+    got = {
+        (item.path, item.json()["event_type"], item.json()["content"]["id"])
+        for item in receiver.answered(tenant.prefix)
+        if item.accepted
+    }
+    events = [("survey_created", survey_id) for survey_id in created]
+    events += [("survey_finished", survey_id) for survey_id in completed]
+    return [
+        (path, event_type, survey_id)
+        for path, config in tenant.configs.items()
+        if paths is None or path in paths
+        for event_type, survey_id in events
+        if event_type in config["subscribed_events"] and (path, event_type, survey_id) not in got
+    ]
 
 
 _DONE = {"status": "completed"}
@@ -487,6 +616,14 @@ class Figures:
     """From the end of the fault to every delivery delivered; None if it never did."""
     after_last_event_s: float | None
     note: str = ""
+    api_allowed: int = 0
+    api_error_kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def api_errors_cell(self) -> str:
+        """ "12 of <=40 (ConnectError 10, 503 2)": failures, the scenario's bound, kinds."""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.api_error_kinds.items()))
+        return f"{self.api_errors} of <={self.api_allowed}" + (f" ({kinds})" if kinds else "")
 
 
 COLUMNS = (
@@ -498,7 +635,7 @@ COLUMNS = (
     ("duplicates", "duplicates"),
     ("refused", "503/timeout"),
     ("swept", "swept"),
-    ("api_errors", "API errors"),
+    ("api_errors_cell", "API errors"),
     ("converge_s", "converge s (fault end)"),
     ("after_last_event_s", "converge s (last event)"),
     ("note", "note"),
@@ -579,7 +716,8 @@ def figures(
     fault_ended_at: float,
     last_event_at: float,
     swept: int,
-    api_errors: int,
+    traffic: Traffic,
+    allowance: Allowance,
     note: str = "",
 ) -> Figures:
     done = outcome.converged_at
@@ -592,7 +730,9 @@ def figures(
         duplicates=outcome.seen.duplicates,
         refused=outcome.seen.refused,
         swept=swept,
-        api_errors=api_errors,
+        api_errors=traffic.failed_requests,
+        api_allowed=allowance.at_most,
+        api_error_kinds=dict(traffic.failure_kinds()),
         converge_s=None if done is None else max(0.0, done - fault_ended_at),
         after_last_event_s=None if done is None else max(0.0, done - last_event_at),
         note=note,

@@ -20,12 +20,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import pytest
 import redis
 
 from tests.e2e.harness import WEBHOOKS, procfile, stack_env, wait_for
 from tests.faults.harness import (
+    Allowance,
     Audit,
     FaultReceiver,
     FaultStack,
@@ -37,6 +39,7 @@ from tests.faults.harness import (
     Tenant,
     Traffic,
     accepted,
+    api_problems,
     attempts_since,
     converge,
     create_survey,
@@ -45,6 +48,7 @@ from tests.faults.harness import (
     figures,
     swept_since,
     table,
+    undelivered,
     wait_started,
 )
 from tests.servers import RedisServer, free_port, postgres_database, redis_server
@@ -72,6 +76,13 @@ BACKLOG_MESSAGES = 20
 # Dramatiq's Redis lists of message ids that no worker has fetched yet (ready, delayed).
 QUEUE_LISTS = ("dramatiq:deliveries", "dramatiq:deliveries.DQ")
 DB_CONFLICT_WORDS = ("IntegrityError", "UniqueViolation")
+NO_API_ERRORS = Allowance()
+# While the process that serves the API is down and starting again: refused connections,
+# and requests cut off by the kill; at most about 3 s of traffic (creations and
+# completions, sent again every 50 ms while refused).
+SERVICE_RESTART = Allowance(
+    at_most=100, kinds=frozenset({"ConnectError", "RemoteProtocolError", "ReadError"})
+)
 
 
 @dataclass
@@ -155,7 +166,19 @@ def env(
             running.audit.close()
 
 
-def run_fault(
+@dataclass
+class Run:
+    """One scenario's tenant and traffic, and what became of them."""
+
+    fault: str
+    tenant: Tenant
+    traffic: Traffic
+    allowance: Allowance
+    outcome: Outcome
+    row: Figures
+
+
+def drive(
     env: Env,
     suite: Suite,
     fault: str,
@@ -164,15 +187,26 @@ def run_fault(
     surveys: int = SURVEYS,
     rate_per_s: float = RATE_PER_S,
     inject_after: int = INJECT_AFTER_SURVEYS,
+    lanes: int = 1,
+    allowance: Allowance = NO_API_ERRORS,
+    converge_timeout_s: float = CONVERGE_TIMEOUT_S,
+    request_timeout_s: float = 15,
     record: bool = True,
-) -> tuple[Outcome, Figures]:
+) -> Run:
     """Run traffic of a new tenant, `inject` the fault while it flows, wait for
-    convergence, record the figures and check that nothing was lost."""
+    convergence and record the figures; check nothing (see `run_problems`)."""
     # Given a new tenant and steady traffic
     tenant = create_tenant(env.stack, env.receiver, fault.split()[0].lower())
     suite.secrets += tenant.secrets()
     before = env.stack.log_sizes()
-    traffic = Traffic(env.stack.base_url, tenant, surveys=surveys, rate_per_s=rate_per_s)
+    traffic = Traffic(
+        env.stack.base_url,
+        tenant,
+        surveys=surveys,
+        rate_per_s=rate_per_s,
+        lanes=lanes,
+        timeout_s=request_timeout_s,
+    )
     traffic.start()
     # When the fault is injected while events flow
     traffic.wait_created(inject_after)
@@ -187,7 +221,7 @@ def run_fault(
         env.audit,
         env.receiver,
         tenant,
-        timeout_s=CONVERGE_TIMEOUT_S,
+        timeout_s=converge_timeout_s,
         check=env.stack.assert_alive,
     )
     row = figures(
@@ -196,29 +230,74 @@ def run_fault(
         fault_ended_at=fault_ended_at,
         last_event_at=max(traffic.last_event_at, fault_ended_at),
         swept=swept_since(env.stack, before, "poller", "serve"),
-        api_errors=traffic.failed_requests,
+        traffic=traffic,
+        allowance=allowance,
         note=note,
     )
     if record:
         suite.report.add(row)
-    assert outcome.converged_at is not None, (
-        f"{fault}: not converged in {CONVERGE_TIMEOUT_S} s: {explain(outcome)}\n{env.stack.logs()}"
+    return Run(fault, tenant, traffic, allowance, outcome, row)
+
+
+def run_problems(env: Env, run: Run, *, timeout_s: float = CONVERGE_TIMEOUT_S) -> list[str]:
+    """Every way `run` broke the contract: not converged, an event lost, API errors the
+    scenario does not allow, a confirmed survey or completion that never reached the
+    receiver, an event the API confirmed missing from the outbox, a pair delivered under
+    two webhook ids, a wrong token."""
+    outcome, row, traffic = run.outcome, run.row, run.traffic
+    problems = []
+    if outcome.converged_at is None:
+        problems.append(
+            f"{run.fault}: not converged in {timeout_s} s: {explain(outcome)}\n{env.stack.logs()}"
+        )
+    elif row.lost:
+        problems.append(explain(outcome))
+    problems += api_problems(traffic, run.allowance)
+    missing = undelivered(
+        env.receiver, run.tenant, created=traffic.created, completed=traffic.completed
     )
-    assert row.lost == 0, explain(outcome)
+    if missing:
+        problems.append(
+            f"{len(missing)} events the API confirmed never reached the receiver: {missing[:5]}"
+        )
     # Every event the API confirmed is in the outbox (a lost write would not be expected).
-    assert set(traffic.created) <= outcome.state.survey_ids.get("survey_created", set())
-    assert set(traffic.completed) <= outcome.state.survey_ids.get("survey_finished", set())
-    assert row.events >= len(traffic.created) + len(traffic.completed) > 0
+    survey_ids = outcome.state.survey_ids
+    if not set(traffic.created) <= survey_ids.get("survey_created", set()):
+        problems.append("a survey that got a 201 has no survey_created event")
+    if not set(traffic.completed) <= survey_ids.get("survey_finished", set()):
+        problems.append("a completion that got a 200 has no survey_finished event")
+    if not row.events >= len(traffic.created) + len(traffic.completed) > 0:
+        problems.append(f"{row.events} events for {len(traffic.created)} surveys created")
     # One delivery, with one webhook id kept across retries, for each pair.
     ids = {delivery.pair: delivery.id for delivery in outcome.state.deliveries}
     for pair, webhook_ids in outcome.seen.accepted_pairs.items():
-        assert webhook_ids == {ids[pair]}, (pair, webhook_ids, ids[pair])
-    assert outcome.seen.wrong_token == 0
-    # Every process still runs, and each poller and each worker works on its own.
+        if webhook_ids != {ids.get(pair)}:
+            problems.append(f"{pair} accepted as {webhook_ids}, its delivery is {ids.get(pair)}")
+    if outcome.seen.wrong_token:
+        problems.append(f"{outcome.seen.wrong_token} requests with a wrong token")
+    return problems
+
+
+def assert_none(problems: list[str]) -> None:
+    assert not problems, "\n".join(problems)
+
+
+def run_fault(
+    env: Env,
+    suite: Suite,
+    fault: str,
+    inject: Inject,
+    **options: Any,
+) -> tuple[Outcome, Figures]:
+    """`drive`, check that nothing broke the contract, and that every poller and every
+    worker still works on its own."""
+    run = drive(env, suite, fault, inject, **options)
+    timeout_s = options.get("converge_timeout_s", CONVERGE_TIMEOUT_S)
+    assert_none(run_problems(env, run, timeout_s=timeout_s))
     env.stack.assert_alive()
     for role in ("poller", "worker"):
-        probe_each(env, tenant, role)
-    return outcome, row
+        probe_each(env, run.tenant, role)
+    return run.outcome, run.row
 
 
 def probe_each(env: Env, tenant: Tenant, role: str) -> None:
@@ -446,6 +525,7 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
         surveys=150,
         rate_per_s=20,
         inject_after=90,
+        allowance=SERVICE_RESTART,
     )
     assert row.duplicates >= 1  # the requests in flight at the kill were sent again
 
