@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from core.database import Database, open_database, record_dict
-from core.tables import deliveries, outbox, webhook_configs
+from core.tables import deliveries, outbox, surveys, webhook_configs
 from tests.e2e.harness import Process, Received, Receiver, Stack, procfile, wait_for
 
 Pair = tuple[str, str, str]
@@ -311,7 +311,10 @@ class Traffic:
         self.completed: list[str] = []
         self.failures: list[ApiFailure] = []
         self.last_event_at = 0.0
+        self.in_flight = 0
+        """Requests sent and not answered yet."""
         self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._lane, args=(lane, lanes), name=f"traffic{lane}")
             for lane in range(lanes)
@@ -364,12 +367,19 @@ class Traffic:
         self, api: httpx.Client, method: str, path: str, body: dict[str, Any], expected: int
     ) -> str | None:
         sent = time.monotonic()
+        with self._lock:
+            self.in_flight += 1
         try:
             response = api.request(method, path, json=body)
         except httpx.TransportError as exc:
-            elapsed_s = time.monotonic() - sent
-            self.failures.append(ApiFailure(sent, method, type(exc).__name__, elapsed_s, ""))
-            time.sleep(0.05)
+            kind = type(exc).__name__
+            self.failures.append(ApiFailure(sent, method, kind, time.monotonic() - sent, ""))
+            response = None
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        if response is None:
+            time.sleep(0.05)  # the service is down: do not spin
             return None
         self.last_event_at = time.monotonic()
         if response.status_code != expected:
@@ -550,6 +560,32 @@ class Audit:
             undispatched=sum(1 for event in events if event["dispatched_at"] is None),
             survey_ids=survey_ids,
         )
+
+    def half_written(self, client_id: str) -> list[str]:
+        """SPEC 7's one transaction, checked: each survey has exactly one
+        `survey_created` event, a completed one exactly one `survey_finished` event, and
+        every event has its survey (in the state it announces). What is wrong, if any."""
+        rows = self.rows(
+            sa.select(surveys.c.id, surveys.c.status).where(surveys.c.client_id == client_id)
+        )
+        status = {row["id"]: row["status"] for row in rows}
+        events = self.rows(
+            sa.select(outbox.c.event_type, outbox.c.content).where(outbox.c.client_id == client_id)
+        )
+        created = Counter(e["content"]["id"] for e in events if e["event_type"] == "survey_created")
+        finished = Counter(
+            e["content"]["id"] for e in events if e["event_type"] == "survey_finished"
+        )
+        completed = {survey_id for survey_id, value in status.items() if value == "completed"}
+        checks = {
+            "surveys without their survey_created event": set(status) - set(created),
+            "survey_created events without their survey": set(created) - set(status),
+            "surveys with two survey_created events": {k for k, n in created.items() if n > 1},
+            "completed surveys without their survey_finished event": completed - set(finished),
+            "survey_finished events of a survey not completed": set(finished) - completed,
+            "surveys with two survey_finished events": {k for k, n in finished.items() if n > 1},
+        }
+        return [f"{len(ids)} {what}: {sorted(ids)[:3]}" for what, ids in checks.items() if ids]
 
     def repeated_pairs(self) -> list[dict[str, Any]]:
         """(event, configuration) pairs with more than one delivery, in the whole database."""

@@ -83,6 +83,8 @@ NO_API_ERRORS = Allowance()
 SERVICE_RESTART = Allowance(
     at_most=100, kinds=frozenset({"ConnectError", "RemoteProtocolError", "ReadError"})
 )
+# The same with 8 connections at once: each sends again every 50 ms while refused.
+BURST_RESTART = Allowance(at_most=400, kinds=SERVICE_RESTART.kinds)
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Env:
     receiver: FaultReceiver
     audit: Audit
     private_redis: RedisServer | None = None
+    traffic: Traffic | None = None
+    """The running scenario's traffic, for faults that wait on it."""
 
     @property
     def redis(self) -> RedisServer:
@@ -207,6 +211,7 @@ def drive(
         lanes=lanes,
         timeout_s=request_timeout_s,
     )
+    env.traffic = traffic
     traffic.start()
     # When the fault is injected while events flow
     traffic.wait_created(inject_after)
@@ -275,6 +280,8 @@ def run_problems(env: Env, run: Run, *, timeout_s: float = CONVERGE_TIMEOUT_S) -
             problems.append(f"{pair} accepted as {webhook_ids}, its delivery is {ids.get(pair)}")
     if outcome.seen.wrong_token:
         problems.append(f"{outcome.seen.wrong_token} requests with a wrong token")
+    # Nothing half-written: each survey with its events, each event with its survey.
+    problems += env.audit.half_written(run.tenant.client_id)
     return problems
 
 
@@ -288,7 +295,7 @@ def run_fault(
     fault: str,
     inject: Inject,
     **options: Any,
-) -> tuple[Outcome, Figures]:
+) -> Run:
     """`drive`, check that nothing broke the contract, and that every poller and every
     worker still works on its own."""
     run = drive(env, suite, fault, inject, **options)
@@ -297,7 +304,7 @@ def run_fault(
     env.stack.assert_alive()
     for role in ("poller", "worker"):
         probe_each(env, run.tenant, role)
-    return run.outcome, run.row
+    return run
 
 
 def probe_each(env: Env, tenant: Tenant, role: str) -> None:
@@ -326,7 +333,7 @@ def test_pollers_and_workers_side_by_side_never_duplicate(env: Env, suite: Suite
     assert len(env.stack.names("poller")) == 2 and len(env.stack.names("worker")) == 2
     before = env.stack.log_sizes()
     # When a few hundred events flow
-    _, row = run_fault(
+    row = run_fault(
         env,
         suite,
         "none (2 pollers, 2 workers)",
@@ -334,7 +341,7 @@ def test_pollers_and_workers_side_by_side_never_duplicate(env: Env, suite: Suite
         surveys=300,
         rate_per_s=40,
         inject_after=300,  # "the end of the fault" is the end of the traffic
-    )
+    ).row
     # Then one delivery per pair, sent exactly once
     assert env.audit.repeated_pairs() == []
     assert row.duplicates == 0
@@ -361,7 +368,7 @@ def test_worker_killed_in_the_middle_of_requests(env: Env, suite: Suite) -> None
         env.stack.start_role("worker")
         return f"{in_flight_at_kill[0]} requests in flight (both workers) at the kill"
 
-    _, row = run_fault(env, suite, "worker SIGKILL mid-request", inject, inject_after=120)
+    row = run_fault(env, suite, "worker SIGKILL mid-request", inject, inject_after=120).row
     # The killed worker's requests were answered to nobody, so they were sent again: the
     # proof that the fault hit requests in flight (at least once, never zero).
     assert in_flight_at_kill[0] >= 8
@@ -374,7 +381,7 @@ def test_poller_killed_while_events_flow(env: Env, suite: Suite) -> None:
         env.stack.start_role("poller")
         return "at a random moment"
 
-    _, row = run_fault(env, suite, "poller SIGKILL while events flow", inject, inject_after=140)
+    row = run_fault(env, suite, "poller SIGKILL while events flow", inject, inject_after=140).row
     assert row.duplicates == 0
 
 
@@ -405,11 +412,56 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
             env.stack.start_role("poller")
         return "blocked in enqueue (Redis paused 1.5 s)"
 
-    _, row = run_fault(
+    row = run_fault(
         env, suite, "poller SIGKILL between fan-out and enqueue", inject, inject_after=100
-    )
+    ).row
     assert row.swept >= 1, "nothing was stranded: the kill missed the window"
     assert row.duplicates == 0
+
+
+def test_web_killed_during_a_burst_of_creations(env: Env, suite: Suite) -> None:
+    # Given 8 clients creating surveys at once (a burst of 100 a second)
+    window: list[float] = []
+    in_flight_at_kill: list[int] = []
+
+    def inject() -> str:
+        traffic = env.traffic
+        assert traffic is not None
+        # When web is SIGKILLed with requests in flight, then started again
+        wait_for(lambda: traffic.in_flight >= 4, timeout_s=30, what="API requests in flight")
+        in_flight_at_kill.append(traffic.in_flight)
+        window.append(time.monotonic())
+        env.stack.kill("web")
+        env.stack.start_role("web", wait=False)
+        env.stack.wait_ready()
+        window.append(time.monotonic())
+        return (
+            f"{in_flight_at_kill[0]} API requests in flight at the kill, "
+            f"down {window[1] - window[0]:.1f} s"
+        )
+
+    run = run_fault(
+        env,
+        suite,
+        "web SIGKILL during a burst of creations",
+        inject,
+        surveys=450,
+        rate_per_s=100,
+        lanes=8,
+        inject_after=120,
+        allowance=BURST_RESTART,
+    )
+    # Then every survey that got a 201 was delivered and nothing is half-written (both
+    # checked by run_fault), and the API failed only around the kill: requests cut off by
+    # it, and connections refused until web was back.
+    killed_at, back_at = window
+    failures = run.traffic.failures
+    assert all(killed_at - 1 <= failure.at <= back_at for failure in failures), [
+        (round(failure.at - killed_at, 2), failure.kind) for failure in failures
+    ]
+    # (the proof that the kill hit requests in flight)
+    assert any(failure.kind != "ConnectError" for failure in failures)
+    assert run.row.duplicates == 0
 
 
 def _backlog(env: Env) -> None:
@@ -433,7 +485,7 @@ def test_redis_flushall_while_events_flow(env: Env, suite: Suite) -> None:
         env.receiver.mode = Mode.OK
         return f"{dropped[0]} unfetched messages flushed"
 
-    _, row = run_fault(env, suite, "Redis FLUSHALL", inject, inject_after=100)
+    row = run_fault(env, suite, "Redis FLUSHALL", inject, inject_after=100).row
     assert dropped[0] >= BACKLOG_MESSAGES
     assert row.swept >= 1, "the flushed messages came back without the sweep?"
     assert row.duplicates == 0
@@ -451,7 +503,7 @@ def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> 
         env.redis.start()
         return f"{dropped[0]} unfetched messages lost"
 
-    _, row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=90)
+    row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=90).row
     assert row.swept >= 1
     assert row.duplicates == 0
 
@@ -463,7 +515,7 @@ def test_receiver_answers_503_for_a_while(env: Env, suite: Suite) -> None:
         env.receiver.mode = Mode.OK
         return ""
 
-    _, row = run_fault(env, suite, "receiver 503 for 3 s", inject, inject_after=110)
+    row = run_fault(env, suite, "receiver 503 for 3 s", inject, inject_after=110).row
     assert row.refused > 0
     assert row.duplicates == 0
 
@@ -475,7 +527,7 @@ def test_receiver_times_out_for_a_while(env: Env, suite: Suite) -> None:
         env.receiver.mode = Mode.OK
         return f"held {env.receiver.hang_s} s, timeout {SETTINGS['WEBHOOKS_REQUEST_TIMEOUT_S']} s"
 
-    _, row = run_fault(env, suite, "receiver times out for 4 s", inject, inject_after=90)
+    row = run_fault(env, suite, "receiver times out for 4 s", inject, inject_after=90).row
     assert row.refused > 0
     assert row.duplicates == 0
 
@@ -517,7 +569,7 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
         stack.wait_ready()
         return f"{in_flight} requests in flight at the kill"
 
-    _, row = run_fault(
+    row = run_fault(
         serve_env,
         suite,
         "webhooks serve SIGKILL + restart (SQLite)",
@@ -526,7 +578,7 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
         rate_per_s=20,
         inject_after=90,
         allowance=SERVICE_RESTART,
-    )
+    ).row
     assert row.duplicates >= 1  # the requests in flight at the kill were sent again
 
 
