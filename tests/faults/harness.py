@@ -11,6 +11,7 @@ delivery carries and what the receiver can identify from the URL path and the bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
@@ -45,6 +46,7 @@ STARTED_LINES = {
 }
 SWEEP_LINE = re.compile(r"re-enqueueing (\d+) stranded deliveries")
 ATTEMPT_LINE = re.compile(r"webhooks\.worker: attempt \d+ ")
+ERROR_WORD = re.compile(r"\w(?:Error|Exception)\b")
 
 
 # -- the receiver ------------------------------------------------------------------
@@ -188,6 +190,22 @@ def swept_since(stack: FaultStack, offsets: dict[Path, int], *roles: str) -> int
         if process.name.startswith(roles)
         for count in SWEEP_LINE.findall(log_since(process.log_path, offsets))
     )
+
+
+def error_digest(stack: FaultStack, offsets: dict[Path, int], *, per_process: int = 3) -> str:
+    """For each process, how many lines of its log since `offsets` name an error or an
+    exception, and the first few distinct ones: what a reader of a failure wants first."""
+    parts = []
+    for process in stack.all_processes():
+        lines = [
+            line.strip()[:240]
+            for line in log_since(process.log_path, offsets).splitlines()
+            if ERROR_WORD.search(line)
+        ]
+        if lines:
+            first = list(dict.fromkeys(lines))[:per_process]
+            parts.append(f"{process.name}: {len(lines)} lines, e.g. " + " | ".join(first))
+    return "\n".join(parts) or "no error in any log"
 
 
 def attempts_since(process: Process, offsets: dict[Path, int]) -> int:
@@ -469,6 +487,52 @@ def undelivered(
 _DONE = {"status": "completed"}
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One answer of a `Prober`: the status (0 for none) or the transport error."""
+
+    at: float
+    """`time.monotonic()` when it was sent."""
+    status: int
+    error: str
+    elapsed_s: float
+    body: str
+
+
+class Prober(threading.Thread):
+    """GETs `url` every `interval_s` until stopped, and keeps every answer."""
+
+    def __init__(self, url: str, *, interval_s: float = 0.2, timeout_s: float = 5) -> None:
+        super().__init__(name="prober", daemon=True)
+        self.url = url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.samples: list[Sample] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=self.timeout_s) as client:
+            while not self._done.is_set():
+                sent = time.monotonic()
+                try:
+                    response = client.get(self.url)
+                except httpx.TransportError as exc:
+                    elapsed_s = time.monotonic() - sent
+                    self.samples.append(Sample(sent, 0, type(exc).__name__, elapsed_s, ""))
+                else:
+                    elapsed_s = time.monotonic() - sent
+                    status, body = response.status_code, response.text
+                    self.samples.append(Sample(sent, status, "", elapsed_s, body))
+                self._done.wait(self.interval_s)
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        return [sample for sample in self.samples if start <= sample.at <= end]
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join(timeout=self.timeout_s + 5)
+
+
 # -- the database, read-only --------------------------------------------------------
 
 
@@ -506,6 +570,7 @@ class Audit:
     """Direct, read-only queries on the service's database from the test process."""
 
     def __init__(self, database_url: str) -> None:
+        self._url = database_url
         self._loop = asyncio.new_event_loop()
         self._db: Database = open_database(database_url, pool_size=2)
         self._loop.run_until_complete(self._db.connect())
@@ -513,6 +578,14 @@ class Audit:
     def close(self) -> None:
         self._loop.run_until_complete(self._db.disconnect())
         self._loop.close()
+
+    def reconnect(self) -> None:
+        """A new pool, after the database server was restarted under the old one (whose
+        connections are gone: closing it may fail, which does not matter here)."""
+        with contextlib.suppress(Exception):  # the old pool's connections are dead
+            self._loop.run_until_complete(self._db.disconnect())
+        self._db = open_database(self._url, pool_size=2)
+        self._loop.run_until_complete(self._db.connect())
 
     def rows(self, query: sa.ClauseElement) -> list[dict[str, Any]]:
         return [

@@ -13,11 +13,16 @@ figures printed at the end (`pytest -s`) and written to a file whose path is pri
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
 import shlex
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -35,6 +40,7 @@ from tests.faults.harness import (
     Inject,
     Mode,
     Outcome,
+    Prober,
     Report,
     Tenant,
     Traffic,
@@ -44,6 +50,7 @@ from tests.faults.harness import (
     converge,
     create_survey,
     create_tenant,
+    error_digest,
     explain,
     figures,
     swept_since,
@@ -51,7 +58,14 @@ from tests.faults.harness import (
     undelivered,
     wait_started,
 )
-from tests.servers import RedisServer, free_port, postgres_database, redis_server
+from tests.servers import (
+    PostgresInstance,
+    RedisServer,
+    free_port,
+    postgres_database,
+    postgres_instance,
+    redis_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +99,17 @@ SERVICE_RESTART = Allowance(
 )
 # The same with 8 connections at once: each sends again every 50 ms while refused.
 BURST_RESTART = Allowance(at_most=400, kinds=SERVICE_RESTART.kinds)
+# PostgreSQL restarted under the stack: while it is down (PG_DOWN_S) the API answers
+# 503, within API_ANSWER_S (a client's patience: no hang), and never 500; /readyz too.
+# Once it is back, /readyz says so and deliveries resume within RECOVER_WITHIN_S, and
+# everything has converged within PG_CONVERGE_WITHIN_S.
+PG_DOWN_S = 4.0
+API_ANSWER_S = 5.0
+RECOVER_WITHIN_S = 10.0
+PG_CONVERGE_WITHIN_S = 30.0
+PG_CONVERGE_TIMEOUT_S = 45.0
+# About 8 s of traffic at 25 surveys and 12 completions a second.
+PG_OUTAGE = Allowance(at_most=300, kinds=frozenset({"503"}))
 
 
 @dataclass
@@ -102,6 +127,8 @@ class Env:
     receiver: FaultReceiver
     audit: Audit
     private_redis: RedisServer | None = None
+    postgres: PostgresInstance | None = None
+    """The stack's own PostgreSQL server, when the test may stop it."""
     traffic: Traffic | None = None
     """The running scenario's traffic, for faults that wait on it."""
 
@@ -118,8 +145,10 @@ class Env:
 
     def restore(self) -> None:
         """Undo whatever a failed scenario may have left: a paused or stopped Redis, a
-        failing receiver."""
+        stopped PostgreSQL, a failing receiver."""
         self.receiver.mode = Mode.OK
+        if self.postgres is not None and not self.postgres.running:
+            self.postgres.start()
         if self.private_redis is None:
             return
         process = self.private_redis.process
@@ -157,17 +186,22 @@ def env(
         suite.stacks.append(stack)
         running = Env(stack, receiver, Audit(database_url), server)
         try:
-            stack.start("web", procfile()["web"])
-            started = [stack.start_role(role, wait=False) for role in ("poller",) * 2]
-            started += [stack.start_role(role, wait=False) for role in ("worker",) * 2]
-            stack.wait_ready()
-            for process in started:
-                wait_started(process, process.name.rstrip("0123456789"))
+            start_procfile(stack)
             yield running
         finally:
             running.restore()
             stack.stop()
             running.audit.close()
+
+
+def start_procfile(stack: FaultStack, *, pollers: int = 2, workers: int = 2) -> None:
+    """web, then `pollers` pollers and `workers` workers, each up."""
+    stack.start("web", procfile()["web"])
+    started = [stack.start_role("poller", wait=False) for _ in range(pollers)]
+    started += [stack.start_role("worker", wait=False) for _ in range(workers)]
+    stack.wait_ready()
+    for process in started:
+        wait_started(process, process.name.rstrip("0123456789"))
 
 
 @dataclass
@@ -195,10 +229,12 @@ def drive(
     allowance: Allowance = NO_API_ERRORS,
     converge_timeout_s: float = CONVERGE_TIMEOUT_S,
     request_timeout_s: float = 15,
+    check: Callable[[], None] | None = None,
     record: bool = True,
 ) -> Run:
     """Run traffic of a new tenant, `inject` the fault while it flows, wait for
-    convergence and record the figures; check nothing (see `run_problems`)."""
+    convergence (running `check`, by default that every process runs, on each round) and
+    record the figures; check nothing else (see `run_problems`)."""
     # Given a new tenant and steady traffic
     tenant = create_tenant(env.stack, env.receiver, fault.split()[0].lower())
     suite.secrets += tenant.secrets()
@@ -227,7 +263,7 @@ def drive(
         env.receiver,
         tenant,
         timeout_s=converge_timeout_s,
-        check=env.stack.assert_alive,
+        check=env.stack.assert_alive if check is None else check,
     )
     row = figures(
         fault,
@@ -462,6 +498,183 @@ def test_web_killed_during_a_burst_of_creations(env: Env, suite: Suite) -> None:
     # (the proof that the kill hit requests in flight)
     assert any(failure.kind != "ConnectError" for failure in failures)
     assert run.row.duplicates == 0
+
+
+@pytest.fixture
+def pg_env(
+    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    """The production topology on a PostgreSQL server of this test's own (which it stops
+    and starts; the shared one is never touched) and a private Redis."""
+    log_dir = tmp_path_factory.mktemp("pg-restart")
+    with postgres_instance() as server, redis_server() as broker:
+        port = free_port()
+        stack = FaultStack(stack_env(server.url, broker.url, port, **SETTINGS), log_dir, port)
+        suite.stacks.append(stack)
+        stack.cli("migrate")
+        running = Env(stack, receiver, Audit(server.url), broker, postgres=server)
+        try:
+            start_procfile(stack)
+            yield running
+        finally:
+            running.restore()
+            stack.stop()
+            with contextlib.suppress(Exception):  # a pool left broken by the restart
+                running.audit.close()
+
+
+def test_postgresql_restarted_mid_load(pg_env: Env, suite: Suite) -> None:
+    env, server = pg_env, pg_env.postgres
+    assert server is not None
+    pids = {name: process.popen.pid for name, process in env.stack.processes.items()}
+    readyz = Prober(env.stack.base_url + "/readyz", timeout_s=API_ANSWER_S)
+    at: dict[str, float] = {}
+    waiting: list[int] = []
+    before = env.stack.log_sizes()
+
+    def ready_again() -> bool:
+        return any(sample.status == 200 for sample in readyz.between(at["back"], math.inf))
+
+    def inject() -> str:
+        # When PostgreSQL stops (fast: open transactions rolled back, connections closed)
+        # for a few seconds while the traffic goes on, and starts again
+        readyz.start()
+        # Transactions in flight at the stop: with the tables the pollers, web and the
+        # workers write locked, their next transactions wait for the lock, and the stop
+        # ends them there (what a restart does to a busy database).
+        holder = _hold_tables(server.url, "outbox", "deliveries")
+        wait_for(lambda: _waiting_on_locks(server.url) >= 3, timeout_s=10, what="3 waiting")
+        waiting.append(_waiting_on_locks(server.url))
+        at["stop"] = time.monotonic()
+        server.stop()
+        holder.wait(timeout=10)
+        at["down"] = time.monotonic()
+        time.sleep(PG_DOWN_S)  # the length of the outage, not a wait for anything
+        at["start"] = time.monotonic()
+        server.start()
+        at["back"], at["back_wall"] = time.monotonic(), time.time()
+        env.audit.reconnect()
+        with contextlib.suppress(AssertionError):  # judged below, with everything else
+            wait_for(ready_again, timeout_s=RECOVER_WITHIN_S, what="/readyz 200")
+        readyz.finish()
+        return ""
+
+    run = drive(
+        env,
+        suite,
+        f"PostgreSQL stopped {PG_DOWN_S:.0f} s and started",
+        inject,
+        surveys=350,  # 14 s: 4 before the outage, 5 or so after
+        inject_after=100,
+        allowance=PG_OUTAGE,
+        request_timeout_s=API_ANSWER_S,
+        converge_timeout_s=PG_CONVERGE_TIMEOUT_S,
+        check=lambda: None,  # a process that ended is reported below with the rest
+        record=False,
+    )
+    # Then, while it was down, the API and /readyz answered 503 with JSON, at once
+    problems = []
+    down = readyz.between(at["down"], at["start"])
+    if not down:
+        problems.append("/readyz was not asked while PostgreSQL was down")
+    for sample in down:
+        if sample.status != 503 or not _json_object(sample.body):
+            problems.append(
+                f"/readyz answered {sample.status or sample.error} after {sample.elapsed_s:.1f} s "
+                f"while PostgreSQL was down: {sample.body[:200]!r}"
+            )
+            break
+    refused_while_down = [
+        failure for failure in run.traffic.failures if at["down"] <= failure.at <= at["start"]
+    ]
+    if len(refused_while_down) < 10:
+        problems.append(
+            f"only {len(refused_while_down)} API calls failed while PostgreSQL was down"
+        )
+    slowest = max((failure.elapsed_s for failure in run.traffic.failures), default=0.0)
+    late = [
+        failure
+        for failure in run.traffic.failures
+        if failure.at > at["back"] + RECOVER_WITHIN_S or failure.at < at["stop"] - API_ANSWER_S
+    ]
+    if late:
+        problems.append(
+            f"{len(late)} API calls failed outside the outage (+{RECOVER_WITHIN_S} s), e.g. "
+            f"{late[0].kind} {late[0].at - at['back']:.1f} s after PostgreSQL was back"
+        )
+    # and /readyz answered 200 again once it was back
+    ready_s = next(
+        (s.at - at["back"] for s in readyz.between(at["back"], math.inf) if s.status == 200), None
+    )
+    if ready_s is None:
+        after = Counter(s.status or s.error for s in readyz.between(at["back"], math.inf))
+        problems.append(
+            f"/readyz not 200 within {RECOVER_WITHIN_S} s of PostgreSQL back: {dict(after)}"
+        )
+    # and every process recovered without a restart: the same PIDs, all running
+    for name, process in env.stack.processes.items():
+        code = process.popen.poll()
+        if process.popen.pid != pids.get(name) or code is not None:
+            problems.append(f"{name} did not survive the outage (exit code {code})")
+    # and deliveries resumed within seconds, and converged
+    resumed_s = next(
+        (
+            item.at - at["back_wall"]
+            for item in sorted(env.receiver.answered(run.tenant.prefix), key=lambda i: i.at)
+            if item.at >= at["back_wall"] and item.accepted
+        ),
+        None,
+    )
+    converged_s = (
+        None if run.outcome.converged_at is None else run.outcome.converged_at - at["back"]
+    )
+    if resumed_s is None or resumed_s > RECOVER_WITHIN_S:
+        problems.append(f"first delivery after PostgreSQL was back: {_secs(resumed_s)}")
+    if converged_s is None or converged_s > PG_CONVERGE_WITHIN_S:
+        problems.append(f"converged after PostgreSQL was back: {_secs(converged_s)}")
+    statuses_down = dict(Counter(sample.status or sample.error for sample in down))
+    run.row.note = (
+        f"{waiting[0]} transactions waiting at the stop; /readyz while down {statuses_down}, "
+        f"200 again {_secs(ready_s)} after; slowest API error {slowest:.1f} s; "
+        f"first delivery {_secs(resumed_s)} and converged {_secs(converged_s)} after PG back"
+    )
+    suite.report.add(run.row)
+    problems += run_problems(env, run, timeout_s=PG_CONVERGE_TIMEOUT_S)
+    if problems:
+        problems.append("errors logged since the fault:\n" + error_digest(env.stack, before))
+    assert_none(problems)
+    for role in ("poller", "worker"):
+        probe_each(env, run.tenant, role)
+
+
+def _hold_tables(database_url: str, *tables: str) -> subprocess.Popen[bytes]:
+    """A session that locks `tables` (ACCESS EXCLUSIVE: no one reads or writes them)
+    until PostgreSQL stops; locked once `_waiting_on_locks` counts the first waiter."""
+    sql = f"BEGIN; LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)"
+    return subprocess.Popen(
+        ["psql", database_url, "-q", "-c", sql],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _waiting_on_locks(database_url: str) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    result = subprocess.run(
+        ["psql", database_url, "-At", "-c", sql], capture_output=True, text=True, check=True
+    )
+    return int(result.stdout)
+
+
+def _json_object(body: str) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
 
 
 def _backlog(env: Env) -> None:
