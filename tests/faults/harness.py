@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import httpx
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from core.database import Database, open_database, record_dict
 from core.tables import deliveries, outbox, surveys, webhook_configs
@@ -60,10 +62,26 @@ class Mode(StrEnum):
     """Answer 503 at once."""
     HANGING = "hanging"
     """Answer only after `hang_s`, past the service's request timeout."""
+    SILENT = "silent"
+    """Accept the request and never answer: hold it until the client goes away."""
+    ENDLESS = "endless"
+    """Answer 200 and stream a body that never ends (fast), until the client goes away."""
+    TRICKLE = "trickle"
+    """Answer 200 and trickle a body that never ends (a byte at a time), until the client
+    goes away."""
 
 
 TIMED_OUT = 0
-"""The status recorded for a request that the receiver held past the service's timeout."""
+"""The status recorded for a request that the receiver held past the service's timeout
+(or whose body it trickled past it). An `ENDLESS` body is recorded as 200: the worker
+reads its first 16 KiB and takes the answer."""
+HOLD_MAX_S = 60.0
+"""`SILENT` and `ENDLESS` give up after this, whatever the client does."""
+ENDLESS_CHUNK = b"x" * 65536
+ENDLESS_INTERVAL_S = 0.01
+"""6.4 MB/s a request: a worker that kept it all would grow by tens of MB a second."""
+TRICKLE_INTERVAL_S = 0.1
+"""A byte every 0.1 s: never the 16 KiB a worker reads, always something new."""
 
 
 @dataclass
@@ -76,14 +94,53 @@ class Answered(Received):
         return 200 <= self.status < 300
 
 
+class _Endless(Response):
+    """200, then `chunk` every `interval_s` until the client goes away; `on_end` runs
+    when it does."""
+
+    def __init__(self, on_end: Callable[[], None], *, chunk: bytes, interval_s: float) -> None:
+        super().__init__(status_code=200)
+        # No Content-Length: the body has no end.
+        self.raw_headers = [(b"content-type", b"application/octet-stream")]
+        self._on_end = on_end
+        self._chunk = chunk
+        self._interval_s = interval_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            deadline = time.monotonic() + HOLD_MAX_S
+            while not gone.is_set() and time.monotonic() < deadline:
+                await send({"type": "http.response.body", "body": self._chunk, "more_body": True})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gone.wait(), self._interval_s)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            self._on_end()
+
+
 @dataclass
 class FaultReceiver(Receiver):
-    """A `Receiver` that answers every path according to `mode`, switchable at any time."""
+    """A `Receiver` that answers every path according to `mode`, switchable at any time,
+    or according to `modes` for paths that start with one of its keys. It keeps when
+    each request began and ended (`spans`) to tell how many were open at once."""
 
     mode: Mode = Mode.OK
+    modes: dict[str, Mode] = field(default_factory=dict)
     slow_s: float = 1.0
     hang_s: float = 3.0
     in_flight: int = 0
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+    """(path, began, ended) in `time.monotonic()`, for each request that ended."""
 
     def answered(self, prefix: str) -> list[Answered]:
         with self._lock:
@@ -93,23 +150,67 @@ class FaultReceiver(Receiver):
                 if isinstance(item, Answered) and item.path.startswith(prefix)
             ]
 
+    def peak_open(self, prefixes: tuple[str, ...], *, start: float, end: float) -> int:
+        """The most requests to paths under `prefixes` open at one moment in
+        [start, end] (`time.monotonic()`), counting those that ended by now."""
+        with self._lock:
+            spans = [
+                (began, ended)
+                for path, began, ended in self.spans
+                if path.startswith(prefixes) and began <= end and ended >= start
+            ]
+        edges = sorted([(began, 1) for began, _ in spans] + [(ended, -1) for _, ended in spans])
+        peak = current = 0
+        for _, step in edges:
+            current += step
+            peak = max(peak, current)
+        return peak
+
+    def _mode(self, path: str) -> Mode:
+        matches = [prefix for prefix in self.modes if path.startswith(prefix)]
+        return self.modes[max(matches, key=len)] if matches else self.mode
+
     async def _handle(self, request: Request) -> Response:
+        began = time.monotonic()
         body = await request.body()
-        mode = self.mode
-        status = {Mode.UNAVAILABLE: 503, Mode.HANGING: TIMED_OUT}.get(mode, 200)
+        mode = self._mode(request.url.path)
+        status = {
+            Mode.UNAVAILABLE: 503,
+            Mode.HANGING: TIMED_OUT,
+            Mode.SILENT: TIMED_OUT,
+            Mode.TRICKLE: TIMED_OUT,  # the worker never sees the end, nor 16 KiB
+        }.get(mode, 200)
         item = Answered(time.time(), request.url.path, dict(request.headers), body, status)
         with self._lock:
             self.received.append(item)
             self.in_flight += 1
+        ended = partial(self._ended, item.path, began)
+        if mode is Mode.ENDLESS:
+            return _Endless(ended, chunk=ENDLESS_CHUNK, interval_s=ENDLESS_INTERVAL_S)
+        if mode is Mode.TRICKLE:
+            return _Endless(ended, chunk=b"x", interval_s=TRICKLE_INTERVAL_S)
         try:
             if mode is Mode.SLOW:
                 await asyncio.sleep(self.slow_s)
             elif mode is Mode.HANGING:
                 await asyncio.sleep(self.hang_s)
+            elif mode is Mode.SILENT:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_disconnected(request), HOLD_MAX_S)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            ended()
         return PlainTextResponse("nope" if status == 503 else "ok", status_code=status or 200)
+
+    def _ended(self, path: str, began: float) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.spans.append((path, began, time.monotonic()))
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 # -- the processes -----------------------------------------------------------------
@@ -240,25 +341,36 @@ class Tenant:
 
 def create_tenant(stack: Stack, receiver: Receiver, name: str) -> Tenant:
     created = json.loads(stack.cli("client", "create", name))
-    prefix = f"/{name}-{secrets.token_hex(3)}/"
-    subscriptions = {"a": ["survey_created", "survey_finished"], "b": ["survey_created"]}
-    configs: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
-        for suffix, events in subscriptions.items():
-            body: dict[str, Any] = {
-                "url": receiver.url(prefix + suffix),
-                "subscribed_events": events,
-            }
-            if suffix == "a":  # the other one gets a generated token
-                body["authorization_token"] = "tok_" + secrets.token_urlsafe(24)
-            response = api.post(
-                "/api/v2/config/webhook",
-                json=body,
-                headers={"Authorization": f"Bearer {created['api_key']}"},
-            )
-            assert response.status_code == 201, response.text
-            configs[prefix + suffix] = response.json()
-    return Tenant(created["id"], created["api_key"], prefix, configs)
+    tenant = Tenant(created["id"], created["api_key"], f"/{name}-{secrets.token_hex(3)}/", {})
+    add_config(stack, receiver, tenant, "a", ["survey_created", "survey_finished"])
+    add_config(stack, receiver, tenant, "b", ["survey_created"], token=False)
+    return tenant
+
+
+def add_config(
+    stack: Stack,
+    receiver: Receiver,
+    tenant: Tenant,
+    suffix: str,
+    events: list[str],
+    *,
+    token: bool = True,
+) -> dict[str, Any]:
+    """Create a configuration of `tenant` at its prefix + `suffix` and add it to
+    `tenant.configs`; with a token of ours, or (`token=False`) one the service makes."""
+    body: dict[str, Any] = {
+        "url": receiver.url(tenant.prefix + suffix),
+        "subscribed_events": events,
+    }
+    if token:
+        body["authorization_token"] = "tok_" + secrets.token_urlsafe(24)
+    response = httpx.post(
+        stack.base_url + "/api/v2/config/webhook", json=body, headers=tenant.headers, timeout=30
+    )
+    assert response.status_code == 201, response.text
+    config: dict[str, Any] = response.json()
+    tenant.configs[tenant.prefix + suffix] = config
+    return config
 
 
 def create_survey(base_url: str, tenant: Tenant) -> str:

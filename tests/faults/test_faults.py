@@ -25,12 +25,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.e2e.harness import WEBHOOKS, procfile, stack_env, wait_for
+from tests.e2e.harness import WEBHOOKS, Process, procfile, stack_env, wait_for
 from tests.faults.harness import (
     Allowance,
     Audit,
@@ -45,6 +46,7 @@ from tests.faults.harness import (
     Tenant,
     Traffic,
     accepted,
+    add_config,
     api_problems,
     attempts_since,
     converge,
@@ -53,6 +55,7 @@ from tests.faults.harness import (
     error_digest,
     explain,
     figures,
+    seen,
     swept_since,
     table,
     undelivered,
@@ -110,6 +113,12 @@ PG_CONVERGE_WITHIN_S = 30.0
 PG_CONVERGE_TIMEOUT_S = 45.0
 # About 8 s of traffic at 25 surveys and 12 completions a second.
 PG_OUTAGE = Allowance(at_most=300, kinds=frozenset({"503"}))
+# An endpoint that never finishes beside healthy ones: two 6 s phases (without it, then
+# with it) of two tenants at 15 surveys a second each, 75 healthy deliveries a second.
+HANG_SURVEYS = 90
+HANG_RATE_PER_S = 15.0
+HEALTHY_CONVERGE_S = 20.0
+RSS_GROWTH_MAX_MB = 50.0
 
 
 @dataclass
@@ -675,6 +684,187 @@ def _json_object(body: str) -> bool:
 
 def _secs(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
+
+
+@pytest.fixture
+def own_env(
+    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    """web, a poller and two workers on a database and a Redis of this test's own: for
+    faults that leave work behind them (an endpoint that keeps failing)."""
+    log_dir = tmp_path_factory.mktemp("own")
+    with postgres_database() as database_url, redis_server() as server:
+        port = free_port()
+        stack = FaultStack(stack_env(database_url, server.url, port, **SETTINGS), log_dir, port)
+        suite.stacks.append(stack)
+        running = Env(stack, receiver, Audit(database_url), server)
+        try:
+            start_procfile(stack, pollers=1, workers=2)
+            yield running
+        finally:
+            receiver.modes.clear()
+            running.restore()
+            stack.stop()
+            running.audit.close()
+
+
+@dataclass
+class Phase:
+    """Load on several tenants at once, and the rate at which healthy configurations
+    received it while it ran."""
+
+    traffic: list[Traffic]
+    started: float
+    ended: float
+    rate_per_s: float
+
+
+def run_phase(env: Env, tenants: list[Tenant], healthy: set[str]) -> Phase:
+    """`HANG_SURVEYS` surveys per tenant at `HANG_RATE_PER_S` each; the rate counts the
+    requests accepted at the `healthy` paths while the load ran."""
+    traffic = [
+        Traffic(env.stack.base_url, tenant, surveys=HANG_SURVEYS, rate_per_s=HANG_RATE_PER_S)
+        for tenant in tenants
+    ]
+    started, started_wall = time.monotonic(), time.time()
+    for each in traffic:
+        each.start()
+    for each in traffic:
+        each.finish()
+    ended = time.monotonic()
+    ended_wall = started_wall + (ended - started)
+    count = sum(
+        1
+        for tenant in tenants
+        for item in env.receiver.answered(tenant.prefix)
+        if item.path in healthy and item.accepted and started_wall <= item.at <= ended_wall
+    )
+    return Phase(traffic, started, ended, count / (ended - started))
+
+
+def wait_healthy(
+    env: Env, tenants: list[Tenant], phases: list[Phase], healthy: set[str], *, timeout_s: float
+) -> float | None:
+    """Seconds until every event the API confirmed in `phases` was accepted at each
+    `healthy` configuration subscribed to it; None if not within `timeout_s`."""
+    began = time.monotonic()
+
+    def done() -> bool:
+        return not any(
+            undelivered(
+                env.receiver,
+                traffic.tenant,
+                created=traffic.created,
+                completed=traffic.completed,
+                paths=healthy,
+            )
+            for phase in phases
+            for traffic in phase.traffic
+        )
+
+    try:
+        wait_for(done, timeout_s=timeout_s, what="the healthy configurations' deliveries")
+    except AssertionError:
+        return None
+    return time.monotonic() - began
+
+
+def rss_mb(process: Process) -> float:
+    for line in Path(f"/proc/{process.popen.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {process.name}")
+
+
+@pytest.mark.parametrize("mode", [Mode.SILENT, Mode.ENDLESS, Mode.TRICKLE])
+def test_an_endpoint_that_never_finishes_does_not_starve_the_others(
+    own_env: Env, suite: Suite, mode: Mode
+) -> None:
+    env = own_env
+    workers = [env.stack.processes[name] for name in env.stack.names("worker")]
+    cap = int(env.stack.env["WEBHOOKS_WORKER_CONCURRENCY"]) * len(workers)
+    # Given two clients, each with two healthy configurations, under steady load
+    tenants = [create_tenant(env.stack, env.receiver, name) for name in ("busy", "other")]
+    healthy = {path for tenant in tenants for path in tenant.configs}
+    before = env.stack.log_sizes()
+    without = run_phase(env, tenants, healthy)
+    calm_s = wait_healthy(env, tenants, [without], healthy, timeout_s=30)
+    assert calm_s is not None, "the healthy configurations did not catch up with no fault"
+    rss_before = {process.name: rss_mb(process) for process in workers}
+    # When one client gets a third configuration whose endpoint never finishes answering
+    # (silent: no answer at all; endless: 200 and a body that streams forever; trickle:
+    # 200 and a body that comes a byte at a time, forever)
+    busy = tenants[0]
+    add_config(env.stack, env.receiver, busy, "bad", ["survey_created"])
+    env.receiver.modes[busy.prefix + "bad"] = mode
+    suite.secrets += [value for tenant in tenants for value in tenant.secrets()]
+    with_bad = run_phase(env, tenants, healthy)
+    rss_after = {process.name: rss_mb(process) for process in workers}
+    # Then the healthy configurations keep at least half their rate
+    converge_s = wait_healthy(
+        env, tenants, [without, with_bad], healthy, timeout_s=HEALTHY_CONVERGE_S
+    )
+    prefixes = tuple(tenant.prefix for tenant in tenants)
+    peak = env.receiver.peak_open(prefixes, start=with_bad.started, end=time.monotonic())
+    growth_mb = max(rss_after[name] - rss_before[name] for name in rss_before)
+    share = with_bad.rate_per_s / without.rate_per_s
+    traffic = [*without.traffic, *with_bad.traffic]
+    failures = [failure for each in traffic for failure in each.failures]
+    saw = [seen(env.receiver, tenant) for tenant in tenants]
+    lost = [
+        missing
+        for each in traffic
+        for missing in undelivered(
+            env.receiver,
+            each.tenant,
+            created=each.created,
+            completed=each.completed,
+            paths=healthy,
+        )
+    ]
+    suite.report.add(
+        Figures(
+            fault=f"endpoint {mode} beside healthy ones",
+            events=sum(len(each.created) + len(each.completed) for each in traffic),
+            deliveries=sum(len(each.created) * 2 + len(each.completed) for each in traffic),
+            requests=sum(each.requests for each in saw),
+            lost=len(lost),
+            duplicates=sum(each.duplicates for each in saw),
+            refused=sum(each.refused for each in saw),
+            swept=swept_since(env.stack, before, "poller"),
+            api_errors=len(failures),
+            converge_s=converge_s,
+            after_last_event_s=converge_s,
+            note=(
+                f"healthy {without.rate_per_s:.1f}/s without, {with_bad.rate_per_s:.1f}/s "
+                f"with ({share:.0%}); peak {peak} open (cap {cap}); worker RSS "
+                f"{', '.join(f'{rss_before[n]:.0f}->{rss_after[n]:.0f}' for n in rss_before)} MB"
+            ),
+            api_error_kinds=dict(Counter(failure.kind for failure in failures)),
+        )
+    )
+    problems = []
+    if share < 0.5:
+        problems.append(
+            f"healthy configurations: {with_bad.rate_per_s:.1f} deliveries/s beside the {mode} "
+            f"endpoint, {without.rate_per_s:.1f}/s without it ({share:.0%}, at least 50% wanted)"
+        )
+    if converge_s is None or lost:
+        problems.append(
+            f"{len(lost)} healthy deliveries still missing {HEALTHY_CONVERGE_S} s after the load"
+        )
+    # and the workers stay within their memory and their concurrency
+    if growth_mb > RSS_GROWTH_MAX_MB:
+        problems.append(f"a worker grew by {growth_mb:.0f} MB (at most {RSS_GROWTH_MAX_MB})")
+    if peak > cap:
+        problems.append(f"{peak} requests open at once, more than {cap} (workers x concurrency)")
+    problems += [
+        f"{each.tenant.prefix}: {p}" for each in traffic for p in api_problems(each, NO_API_ERRORS)
+    ]
+    if problems:
+        problems.append("errors logged:\n" + error_digest(env.stack, before))
+    assert_none(problems)
+    env.stack.assert_alive()
 
 
 def _backlog(env: Env) -> None:
