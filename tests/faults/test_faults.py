@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -65,6 +66,7 @@ from tests.servers import (
     PostgresInstance,
     RedisServer,
     free_port,
+    missing,
     postgres_database,
     postgres_instance,
     redis_server,
@@ -113,6 +115,11 @@ PG_CONVERGE_WITHIN_S = 30.0
 PG_CONVERGE_TIMEOUT_S = 45.0
 # About 8 s of traffic at 25 surveys and 12 completions a second.
 PG_OUTAGE = Allowance(at_most=300, kinds=frozenset({"503"}))
+# The disk refuses every write of `webhooks serve` until enough API calls have failed
+# (about 1.5 s of traffic at 20 surveys and 10 completions a second); 503 only.
+DISK_FAILED_CALLS = 40
+DISK_REFUSED = Allowance(at_most=150, kinds=frozenset({"503"}))
+DISK_CONVERGE_TIMEOUT_S = 45.0
 # An endpoint that never finishes beside healthy ones: two 6 s phases (without it, then
 # with it) of two tenants at 15 surveys a second each, 75 healthy deliveries a second.
 HANG_SURVEYS = 90
@@ -935,12 +942,17 @@ def test_receiver_times_out_for_a_while(env: Env, suite: Suite) -> None:
     assert row.duplicates == 0
 
 
-@pytest.fixture
-def serve_env(
-    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+SERVE = f"{shlex.quote(WEBHOOKS)} serve"
+# The log through a pipe to `cat`, a process of its own: a file size limit put on serve
+# then leaves its log alone (bash's process substitution; serve keeps its PID).
+SERVE_LOGGING_THROUGH_A_PIPE = f"{SERVE} > >(cat) 2>&1"
+
+
+@contextlib.contextmanager
+def serve_stack(
+    suite: Suite, receiver: FaultReceiver, log_dir: Path, command: str
 ) -> Iterator[Env]:
-    """`webhooks serve` alone on SQLite, no Redis."""
-    log_dir = tmp_path_factory.mktemp("serve")
+    """`webhooks serve` alone on SQLite, no Redis, started with `command`."""
     database_url = f"sqlite:///{log_dir / 'webhooks.db'}"
     port = free_port()
     stack = FaultStack(stack_env(database_url, None, port, **SETTINGS), log_dir, port)
@@ -948,13 +960,31 @@ def serve_env(
     stack.cli("migrate")
     running = Env(stack, receiver, Audit(database_url))
     try:
-        stack.start_role("serve", f"{shlex.quote(WEBHOOKS)} serve", wait=False)
+        stack.start_role("serve", command, wait=False)
         stack.wait_ready()
         yield running
     finally:
         running.receiver.mode = Mode.OK
         stack.stop()
         running.audit.close()
+
+
+@pytest.fixture
+def serve_env(
+    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    with serve_stack(suite, receiver, tmp_path_factory.mktemp("serve"), SERVE) as running:
+        yield running
+
+
+@pytest.fixture
+def serve_env_piped(
+    suite: Suite, receiver: FaultReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    """`serve_env` with the log written by another process."""
+    log_dir = tmp_path_factory.mktemp("serve-piped")
+    with serve_stack(suite, receiver, log_dir, SERVE_LOGGING_THROUGH_A_PIPE) as running:
+        yield running
 
 
 def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> None:
@@ -968,7 +998,7 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
         stack.kill(stack.names("serve")[0])
         serve_env.receiver.mode = Mode.OK
         # Same DATABASE_URL and PORT: the same environment.
-        stack.start_role("serve", f"{shlex.quote(WEBHOOKS)} serve", wait=False)
+        stack.start_role("serve", SERVE, wait=False)
         stack.wait_ready()
         return f"{in_flight} requests in flight at the kill"
 
@@ -983,6 +1013,86 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
         allowance=SERVICE_RESTART,
     ).row
     assert row.duplicates >= 1  # the requests in flight at the kill were sent again
+
+
+def test_serve_on_sqlite_when_the_disk_refuses_writes(serve_env_piped: Env, suite: Suite) -> None:
+    stack = serve_env_piped.stack
+    process = stack.processes[stack.names("serve")[0]]
+    if shutil.which("prlimit") is None:
+        missing("prlimit (util-linux)")
+    # CPython ignores SIGXFSZ from the start, so a write past the limit fails with EFBIG
+    # instead of killing the process: a disk that refuses writes, not a crash.
+    assert _ignores(process.popen.pid, signal.SIGXFSZ)
+    at: dict[str, float] = {}
+
+    def inject() -> str:
+        traffic = serve_env_piped.traffic
+        assert traffic is not None
+        # When no file of the process may grow past 1 byte (every write of the database,
+        # its WAL and its log fails with EFBIG) while surveys arrive, then it may again
+        failed_before = traffic.failed_requests
+        at["refused"] = time.monotonic()
+        _limit_file_size(process.popen.pid, "1")
+        try:
+            wait_for(
+                lambda: traffic.failed_requests - failed_before >= DISK_FAILED_CALLS,
+                timeout_s=30,
+                what=f"{DISK_FAILED_CALLS} API calls refused while the disk refuses writes",
+            )
+        finally:
+            _limit_file_size(process.popen.pid, "unlimited")
+            at["lifted"] = time.monotonic()
+        return f"writes refused {at['lifted'] - at['refused']:.1f} s (RLIMIT_FSIZE 1 byte)"
+
+    run = drive(
+        serve_env_piped,
+        suite,
+        "SQLite: disk refuses writes (serve)",
+        inject,
+        surveys=200,
+        rate_per_s=20,
+        inject_after=60,
+        allowance=DISK_REFUSED,
+        request_timeout_s=API_ANSWER_S,
+        converge_timeout_s=DISK_CONVERGE_TIMEOUT_S,
+    )
+    # Then the API answered 503 with the JSON envelope while writes failed (no 500, no
+    # hang), and only then; nothing is half-written; every 201 was delivered (all three
+    # checked by run_problems); the same process recovered and works
+    problems = run_problems(serve_env_piped, run, timeout_s=DISK_CONVERGE_TIMEOUT_S)
+    late = [
+        failure
+        for failure in run.traffic.failures
+        if not at["refused"] - API_ANSWER_S <= failure.at <= at["lifted"] + RECOVER_WITHIN_S
+    ]
+    if late:
+        problems.append(
+            f"{len(late)} API calls failed outside the fault (+{RECOVER_WITHIN_S} s), e.g. "
+            f"{late[0].kind} {late[0].at - at['lifted']:.1f} s after the limit was lifted"
+        )
+    if process.popen.poll() is not None:
+        problems.append(f"serve ended (exit code {process.popen.returncode})")
+    if problems:
+        problems.append("errors logged:\n" + error_digest(stack, {}))
+    assert_none(problems)
+    probe_each(serve_env_piped, run.tenant, "serve")
+
+
+def _ignores(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` ignores `sig` (the SigIgn mask of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def _limit_file_size(pid: int, limit: str) -> None:
+    """The soft RLIMIT_FSIZE of a running process (`prlimit --pid`); the hard limit stays
+    unlimited, so that lifting it again needs no privilege."""
+    result = subprocess.run(
+        ["prlimit", "--pid", str(pid), f"--fsize={limit}:"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"prlimit: {result.stderr}"
 
 
 def test_no_secret_in_any_process_log(env: Env, suite: Suite) -> None:
