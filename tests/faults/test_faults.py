@@ -1,14 +1,20 @@
 """Fault injection with real processes (issue 4): the production topology (PostgreSQL,
 a private Redis, `web`, two `poller` and two `worker` processes from the Procfile, a
-receiver on 127.0.0.1) loses no event when workers and pollers are SIGKILLed, Redis is
-flushed or restarted, or the receiver answers 503 or times out; nor does `webhooks
-serve` on SQLite killed and restarted. Several pollers and workers never create two
-deliveries for one (event, configuration) pair nor send one twice without a crash.
+receiver on 127.0.0.1) loses no event when workers, pollers or `web` are SIGKILLed, Redis
+is flushed or restarted, PostgreSQL is restarted, or the receiver answers 503 or times
+out; nor does `webhooks serve` on SQLite killed and restarted, or refused every write by
+its disk. Several pollers and workers never create two deliveries for one (event,
+configuration) pair nor send one twice without a crash, and an endpoint that never
+finishes answering does not starve the others.
 
-Each scenario runs a few hundred events of its own tenant through the shared stack,
-injects its fault while they flow, then waits until every delivery is `delivered` and
-every (event, configuration) pair was accepted by the receiver, and adds a row to the
-figures printed at the end (`pytest -s`) and written to a file whose path is printed.
+Each scenario runs a few hundred events of its own tenant through the shared stack (or a
+stack of its own, for faults that leave work behind or stop the database), injects its
+fault while they flow, then waits until every delivery is `delivered` and every (event,
+configuration) pair was accepted by the receiver. It states how many API calls it lets
+fail and how (none, unless the fault takes the API down), checks every survey and
+completion the API confirmed against the receiver and every survey against its events in
+the database, and adds a row to the figures printed at the end (`pytest -s`) and written
+to a file whose path is printed.
 """
 
 from __future__ import annotations
@@ -556,10 +562,16 @@ def test_postgresql_restarted_mid_load(pg_env: Env, suite: Suite) -> None:
         # for a few seconds while the traffic goes on, and starts again
         readyz.start()
         # Transactions in flight at the stop: with the tables the pollers, web and the
-        # workers write locked, their next transactions wait for the lock, and the stop
-        # ends them there (what a restart does to a busy database).
+        # workers write locked, their next transactions wait for the lock (each poller's
+        # fan-out at least), and the stop ends them there (what a restart does to a busy
+        # database).
         holder = _hold_tables(server.url, "outbox", "deliveries")
-        wait_for(lambda: _waiting_on_locks(server.url) >= 3, timeout_s=10, what="3 waiting")
+        pollers = len(env.stack.names("poller"))
+        wait_for(
+            lambda: _waiting_on_locks(server.url, FAN_OUT_CLAIM) >= pollers,
+            timeout_s=10,
+            what="each poller waiting inside its fan-out transaction",
+        )
         waiting.append(_waiting_on_locks(server.url))
         at["stop"] = time.monotonic()
         server.stop()
@@ -663,6 +675,10 @@ def test_postgresql_restarted_mid_load(pg_env: Env, suite: Suite) -> None:
         probe_each(env, run.tenant, role)
 
 
+# The statement with which a poller's fan-out transaction claims events.
+FAN_OUT_CLAIM = "%FROM outbox%FOR UPDATE SKIP LOCKED%"
+
+
 def _hold_tables(database_url: str, *tables: str) -> subprocess.Popen[bytes]:
     """A session that locks `tables` (ACCESS EXCLUSIVE: no one reads or writes them)
     until PostgreSQL stops; locked once `_waiting_on_locks` counts the first waiter."""
@@ -674,8 +690,12 @@ def _hold_tables(database_url: str, *tables: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _waiting_on_locks(database_url: str) -> int:
-    sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+def _waiting_on_locks(database_url: str, like: str = "%") -> int:
+    """Sessions waiting for a lock, whose statement is `LIKE like`."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        f"AND query LIKE '{like}'"
+    )
     result = subprocess.run(
         ["psql", database_url, "-At", "-c", sql], capture_output=True, text=True, check=True
     )
