@@ -1,4 +1,5 @@
-"""Real servers for tests: PostgreSQL databases, Redis servers and free ports.
+"""Real servers for tests: PostgreSQL databases, PostgreSQL instances of a test's own,
+Redis servers and free ports.
 
 A test that needs a server and finds none is skipped on a developer's machine and
 FAILS in CI (`CI` set), so a green CI run never hides a missing server.
@@ -7,6 +8,7 @@ FAILS in CI (`CI` set), so a green CI run never hides a missing server.
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import shutil
 import socket
@@ -16,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +67,90 @@ def postgres_database() -> Iterator[str]:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class PostgresInstance:
+    """A PostgreSQL cluster of a test's own, in a temporary directory, on a free port of
+    127.0.0.1 with trust authentication: the test may stop and start it at will, and the
+    shared server is never touched. As root, its programs run as the `postgres` user
+    (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="webhooks-pg-"))
+        self.data = self.dir / "data"
+        self.running = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin_dir / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections. Durability is off (fsync,
+        synchronous_commit): the test stops it cleanly, and it costs less CPU."""
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = str(self.dir / "postgres.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        self.running = True
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """`pg_ctl stop -m mode`: "fast" rolls back open transactions and closes every
+        connection, as a restart in production does."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        self.running = False
+
+    def log(self) -> str:
+        path = self.dir / "postgres.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _postgres_bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version)
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _version(path: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in path.split("/")[4].split(".") if part.isdigit())
+
+
+@contextmanager
+def postgres_instance() -> Iterator[PostgresInstance]:
+    """A started `PostgresInstance`, always stopped and removed afterwards."""
+    bin_dir = _postgres_bin_dir()
+    if bin_dir is None:
+        missing("PostgreSQL's initdb and pg_ctl")
+        raise AssertionError("unreachable")  # missing() skips or fails
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        missing("runuser (to run PostgreSQL as the postgres user)")
+    instance = PostgresInstance(bin_dir)
+    try:
+        instance.init()
+        instance.start()
+        yield instance
+    finally:
+        try:
+            if instance.running:
+                instance.stop(mode="immediate")
+        finally:
+            shutil.rmtree(instance.dir, ignore_errors=True)
 
 
 class RedisServer:

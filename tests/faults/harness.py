@@ -11,6 +11,7 @@ delivery carries and what the receiver can identify from the URL path and the bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,10 @@ import httpx
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from core.database import Database, open_database, record_dict
-from core.tables import deliveries, outbox, webhook_configs
+from core.tables import deliveries, outbox, surveys, webhook_configs
 from tests.e2e.harness import Process, Received, Receiver, Stack, procfile, wait_for
 
 Pair = tuple[str, str, str]
@@ -45,6 +48,7 @@ STARTED_LINES = {
 }
 SWEEP_LINE = re.compile(r"re-enqueueing (\d+) stranded deliveries")
 ATTEMPT_LINE = re.compile(r"webhooks\.worker: attempt \d+ ")
+ERROR_WORD = re.compile(r"\w(?:Error|Exception)\b")
 
 
 # -- the receiver ------------------------------------------------------------------
@@ -58,10 +62,26 @@ class Mode(StrEnum):
     """Answer 503 at once."""
     HANGING = "hanging"
     """Answer only after `hang_s`, past the service's request timeout."""
+    SILENT = "silent"
+    """Accept the request and never answer: hold it until the client goes away."""
+    ENDLESS = "endless"
+    """Answer 200 and stream a body that never ends (fast), until the client goes away."""
+    TRICKLE = "trickle"
+    """Answer 200 and trickle a body that never ends (a byte at a time), until the client
+    goes away."""
 
 
 TIMED_OUT = 0
-"""The status recorded for a request that the receiver held past the service's timeout."""
+"""The status recorded for a request that the receiver held past the service's timeout
+(or whose body it trickled past it). An `ENDLESS` body is recorded as 200: the worker
+reads its first 16 KiB and takes the answer."""
+HOLD_MAX_S = 60.0
+"""`SILENT` and `ENDLESS` give up after this, whatever the client does."""
+ENDLESS_CHUNK = b"x" * 65536
+ENDLESS_INTERVAL_S = 0.01
+"""6.4 MB/s a request: a worker that kept it all would grow by tens of MB a second."""
+TRICKLE_INTERVAL_S = 0.1
+"""A byte every 0.1 s: never the 16 KiB a worker reads, always something new."""
 
 
 @dataclass
@@ -74,14 +94,53 @@ class Answered(Received):
         return 200 <= self.status < 300
 
 
+class _Endless(Response):
+    """200, then `chunk` every `interval_s` until the client goes away; `on_end` runs
+    when it does."""
+
+    def __init__(self, on_end: Callable[[], None], *, chunk: bytes, interval_s: float) -> None:
+        super().__init__(status_code=200)
+        # No Content-Length: the body has no end.
+        self.raw_headers = [(b"content-type", b"application/octet-stream")]
+        self._on_end = on_end
+        self._chunk = chunk
+        self._interval_s = interval_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            deadline = time.monotonic() + HOLD_MAX_S
+            while not gone.is_set() and time.monotonic() < deadline:
+                await send({"type": "http.response.body", "body": self._chunk, "more_body": True})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gone.wait(), self._interval_s)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            self._on_end()
+
+
 @dataclass
 class FaultReceiver(Receiver):
-    """A `Receiver` that answers every path according to `mode`, switchable at any time."""
+    """A `Receiver` that answers every path according to `mode`, switchable at any time,
+    or according to `modes` for paths that start with one of its keys. It keeps when
+    each request began and ended (`spans`) to tell how many were open at once."""
 
     mode: Mode = Mode.OK
+    modes: dict[str, Mode] = field(default_factory=dict)
     slow_s: float = 1.0
     hang_s: float = 3.0
     in_flight: int = 0
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+    """(path, began, ended) in `time.monotonic()`, for each request that ended."""
 
     def answered(self, prefix: str) -> list[Answered]:
         with self._lock:
@@ -91,23 +150,67 @@ class FaultReceiver(Receiver):
                 if isinstance(item, Answered) and item.path.startswith(prefix)
             ]
 
+    def peak_open(self, prefixes: tuple[str, ...], *, start: float, end: float) -> int:
+        """The most requests to paths under `prefixes` open at one moment in
+        [start, end] (`time.monotonic()`), counting those that ended by now."""
+        with self._lock:
+            spans = [
+                (began, ended)
+                for path, began, ended in self.spans
+                if path.startswith(prefixes) and began <= end and ended >= start
+            ]
+        edges = sorted([(began, 1) for began, _ in spans] + [(ended, -1) for _, ended in spans])
+        peak = current = 0
+        for _, step in edges:
+            current += step
+            peak = max(peak, current)
+        return peak
+
+    def _mode(self, path: str) -> Mode:
+        matches = [prefix for prefix in self.modes if path.startswith(prefix)]
+        return self.modes[max(matches, key=len)] if matches else self.mode
+
     async def _handle(self, request: Request) -> Response:
+        began = time.monotonic()
         body = await request.body()
-        mode = self.mode
-        status = {Mode.UNAVAILABLE: 503, Mode.HANGING: TIMED_OUT}.get(mode, 200)
+        mode = self._mode(request.url.path)
+        status = {
+            Mode.UNAVAILABLE: 503,
+            Mode.HANGING: TIMED_OUT,
+            Mode.SILENT: TIMED_OUT,
+            Mode.TRICKLE: TIMED_OUT,  # the worker never sees the end, nor 16 KiB
+        }.get(mode, 200)
         item = Answered(time.time(), request.url.path, dict(request.headers), body, status)
         with self._lock:
             self.received.append(item)
             self.in_flight += 1
+        ended = partial(self._ended, item.path, began)
+        if mode is Mode.ENDLESS:
+            return _Endless(ended, chunk=ENDLESS_CHUNK, interval_s=ENDLESS_INTERVAL_S)
+        if mode is Mode.TRICKLE:
+            return _Endless(ended, chunk=b"x", interval_s=TRICKLE_INTERVAL_S)
         try:
             if mode is Mode.SLOW:
                 await asyncio.sleep(self.slow_s)
             elif mode is Mode.HANGING:
                 await asyncio.sleep(self.hang_s)
+            elif mode is Mode.SILENT:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_disconnected(request), HOLD_MAX_S)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            ended()
         return PlainTextResponse("nope" if status == 503 else "ok", status_code=status or 200)
+
+    def _ended(self, path: str, began: float) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.spans.append((path, began, time.monotonic()))
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 # -- the processes -----------------------------------------------------------------
@@ -190,6 +293,22 @@ def swept_since(stack: FaultStack, offsets: dict[Path, int], *roles: str) -> int
     )
 
 
+def error_digest(stack: FaultStack, offsets: dict[Path, int], *, per_process: int = 3) -> str:
+    """For each process, how many lines of its log since `offsets` name an error or an
+    exception, and the first few distinct ones: what a reader of a failure wants first."""
+    parts = []
+    for process in stack.all_processes():
+        lines = [
+            line.strip()[:240]
+            for line in log_since(process.log_path, offsets).splitlines()
+            if ERROR_WORD.search(line)
+        ]
+        if lines:
+            first = list(dict.fromkeys(lines))[:per_process]
+            parts.append(f"{process.name}: {len(lines)} lines, e.g. " + " | ".join(first))
+    return "\n".join(parts) or "no error in any log"
+
+
 def attempts_since(process: Process, offsets: dict[Path, int]) -> int:
     return len(ATTEMPT_LINE.findall(log_since(process.log_path, offsets)))
 
@@ -222,25 +341,36 @@ class Tenant:
 
 def create_tenant(stack: Stack, receiver: Receiver, name: str) -> Tenant:
     created = json.loads(stack.cli("client", "create", name))
-    prefix = f"/{name}-{secrets.token_hex(3)}/"
-    subscriptions = {"a": ["survey_created", "survey_finished"], "b": ["survey_created"]}
-    configs: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
-        for suffix, events in subscriptions.items():
-            body: dict[str, Any] = {
-                "url": receiver.url(prefix + suffix),
-                "subscribed_events": events,
-            }
-            if suffix == "a":  # the other one gets a generated token
-                body["authorization_token"] = "tok_" + secrets.token_urlsafe(24)
-            response = api.post(
-                "/api/v2/config/webhook",
-                json=body,
-                headers={"Authorization": f"Bearer {created['api_key']}"},
-            )
-            assert response.status_code == 201, response.text
-            configs[prefix + suffix] = response.json()
-    return Tenant(created["id"], created["api_key"], prefix, configs)
+    tenant = Tenant(created["id"], created["api_key"], f"/{name}-{secrets.token_hex(3)}/", {})
+    add_config(stack, receiver, tenant, "a", ["survey_created", "survey_finished"])
+    add_config(stack, receiver, tenant, "b", ["survey_created"], token=False)
+    return tenant
+
+
+def add_config(
+    stack: Stack,
+    receiver: Receiver,
+    tenant: Tenant,
+    suffix: str,
+    events: list[str],
+    *,
+    token: bool = True,
+) -> dict[str, Any]:
+    """Create a configuration of `tenant` at its prefix + `suffix` and add it to
+    `tenant.configs`; with a token of ours, or (`token=False`) one the service makes."""
+    body: dict[str, Any] = {
+        "url": receiver.url(tenant.prefix + suffix),
+        "subscribed_events": events,
+    }
+    if token:
+        body["authorization_token"] = "tok_" + secrets.token_urlsafe(24)
+    response = httpx.post(
+        stack.base_url + "/api/v2/config/webhook", json=body, headers=tenant.headers, timeout=30
+    )
+    assert response.status_code == 201, response.text
+    config: dict[str, Any] = response.json()
+    tenant.configs[tenant.prefix + suffix] = config
+    return config
 
 
 def create_survey(base_url: str, tenant: Tenant) -> str:
@@ -261,55 +391,131 @@ def accepted(receiver: FaultReceiver, tenant: Tenant, survey_id: str) -> bool:
     )
 
 
-class Traffic(threading.Thread):
-    """Creates `surveys` surveys at `rate_per_s` and completes every other one, so that
-    `survey_created` and `survey_finished` events flow steadily. A failed request is
-    counted and skipped (the service may be down on purpose); the database, not this
-    thread, says which events exist."""
+@dataclass(frozen=True)
+class ApiFailure:
+    """One survey creation or completion that did not get the answer it expected."""
 
-    def __init__(self, base_url: str, tenant: Tenant, *, surveys: int, rate_per_s: float) -> None:
-        super().__init__(name="traffic", daemon=True)
+    at: float
+    """`time.monotonic()` when it was sent."""
+    method: str
+    kind: str
+    """The status ("503") or the httpx transport error ("ConnectError": refused,
+    "RemoteProtocolError": dropped mid-request, "ReadTimeout": no answer in time)."""
+    elapsed_s: float
+    body: str
+    """The response body, "" when there was no response."""
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many API calls a scenario lets fail, and which kinds of failure (see
+    `ApiFailure.kind`); the default is none at all."""
+
+    at_most: int = 0
+    kinds: frozenset[str] = frozenset()
+
+
+class Traffic:
+    """Creates `surveys` surveys at `rate_per_s` over `lanes` concurrent connections and
+    completes every other one, so that `survey_created` and `survey_finished` events flow
+    steadily. A failed request is recorded in `failures` and skipped (the service may be
+    down on purpose); the database, not this object, says which events exist, and
+    `created` and `completed` say which ones the API confirmed."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tenant: Tenant,
+        *,
+        surveys: int,
+        rate_per_s: float,
+        lanes: int = 1,
+        timeout_s: float = 15,
+    ) -> None:
         self.base_url = base_url
         self.tenant = tenant
         self.surveys = surveys
         self.rate_per_s = rate_per_s
+        self.timeout_s = timeout_s
         self.created: list[str] = []
         self.completed: list[str] = []
-        self.failed_requests = 0
+        self.failures: list[ApiFailure] = []
         self.last_event_at = 0.0
-        self.error: BaseException | None = None
+        self.in_flight = 0
+        """Requests sent and not answered yet."""
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._lane, args=(lane, lanes), name=f"traffic{lane}")
+            for lane in range(lanes)
+        ]
+        self._start = 0.0
 
-    def run(self) -> None:
+    @property
+    def failed_requests(self) -> int:
+        return len(self.failures)
+
+    def failure_kinds(self) -> Counter[str]:
+        return Counter(failure.kind for failure in self.failures)
+
+    def start(self) -> None:
+        self._start = time.monotonic()
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+
+    def is_alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def _lane(self, lane: int, lanes: int) -> None:
         try:
-            self._run()
+            self._run(lane, lanes)
         except BaseException as exc:  # surfaced by finish()
-            self.error = exc
+            self.errors.append(exc)
 
-    def _run(self) -> None:
-        start = time.monotonic()
-        with httpx.Client(base_url=self.base_url, headers=self.tenant.headers, timeout=15) as api:
-            for number in range(self.surveys):
-                time.sleep(max(0.0, start + number / self.rate_per_s - time.monotonic()))
+    def _run(self, lane: int, lanes: int) -> None:
+        created: list[str] = []
+        tried: set[str] = set()
+        with httpx.Client(
+            base_url=self.base_url, headers=self.tenant.headers, timeout=self.timeout_s
+        ) as api:
+            for number in range(lane, self.surveys, lanes):
+                time.sleep(max(0.0, self._start + number / self.rate_per_s - time.monotonic()))
                 survey_id = self._send(api, "POST", "/api/v2/surveys", {"patient_id": "p"}, 201)
                 if survey_id is not None:
+                    created.append(survey_id)
                     self.created.append(survey_id)
-                if number % 2 == 1 and len(self.created) >= 2:
-                    target = self.created[-2]
+                # Each survey is completed at most once: after a failed creation the one
+                # before the last may be the one completed last time.
+                if number % 2 == 1 and len(created) >= 2 and created[-2] not in tried:
+                    target = created[-2]
+                    tried.add(target)
                     if self._send(api, "PATCH", f"/api/v2/surveys/{target}", _DONE, 200):
                         self.completed.append(target)
 
     def _send(
         self, api: httpx.Client, method: str, path: str, body: dict[str, Any], expected: int
     ) -> str | None:
+        sent = time.monotonic()
+        with self._lock:
+            self.in_flight += 1
         try:
             response = api.request(method, path, json=body)
-        except httpx.TransportError:
-            self.failed_requests += 1
-            time.sleep(0.05)
+        except httpx.TransportError as exc:
+            kind = type(exc).__name__
+            self.failures.append(ApiFailure(sent, method, kind, time.monotonic() - sent, ""))
+            response = None
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        if response is None:
+            time.sleep(0.05)  # the service is down: do not spin
             return None
         self.last_event_at = time.monotonic()
         if response.status_code != expected:
-            self.failed_requests += 1
+            elapsed_s = self.last_event_at - sent
+            kind = str(response.status_code)
+            self.failures.append(ApiFailure(sent, method, kind, elapsed_s, response.text))
             return None
         return str(response.json()["id"])
 
@@ -321,13 +527,122 @@ class Traffic(threading.Thread):
         )
 
     def finish(self, *, timeout_s: float = 120) -> None:
-        self.join(timeout=timeout_s)
-        assert not self.is_alive(), "the traffic thread did not finish"
-        if self.error is not None:
-            raise self.error
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not self.is_alive(), "the traffic threads did not finish"
+        if self.errors:
+            raise self.errors[0]
+
+
+def is_error_envelope(body: str) -> bool:
+    """Whether `body` is SPEC 4's `{"error": {"code": str, "message": str, ...}}`."""
+    try:
+        error = json.loads(body)["error"]
+        return isinstance(error["code"], str) and isinstance(error["message"], str)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def api_problems(traffic: Traffic, allowance: Allowance) -> list[str]:
+    """What the API did that `allowance` does not allow: too many failures, failures of
+    another kind, or an error answered without SPEC 4's JSON envelope."""
+    kinds = traffic.failure_kinds()
+    problems = []
+    if traffic.failed_requests > allowance.at_most:
+        problems.append(
+            f"{traffic.failed_requests} API calls failed, at most {allowance.at_most} allowed: "
+            f"{dict(kinds)}"
+        )
+    for kind in sorted(set(kinds) - allowance.kinds):
+        first = next(failure for failure in traffic.failures if failure.kind == kind)
+        problems.append(
+            f"API answered {kind} {kinds[kind]} times (allowed: {sorted(allowance.kinds)}); "
+            f"first: {first.method} after {first.elapsed_s:.1f} s, body {first.body[:300]!r}"
+        )
+    for failure in traffic.failures:
+        if failure.body and not is_error_envelope(failure.body):
+            problems.append(
+                f"a {failure.kind} without the JSON error envelope: {failure.body[:300]!r}"
+            )
+            break
+    return problems
+
+
+def undelivered(
+    receiver: FaultReceiver,
+    tenant: Tenant,
+    *,
+    created: list[str],
+    completed: list[str],
+    paths: set[str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(path, event type, survey id) that the API confirmed (201 for `created`, 200 for
+    `completed`) and that the receiver never accepted at a configuration subscribed to
+    it; only at `paths` if given."""
+    got = {
+        (item.path, item.json()["event_type"], item.json()["content"]["id"])
+        for item in receiver.answered(tenant.prefix)
+        if item.accepted
+    }
+    events = [("survey_created", survey_id) for survey_id in created]
+    events += [("survey_finished", survey_id) for survey_id in completed]
+    return [
+        (path, event_type, survey_id)
+        for path, config in tenant.configs.items()
+        if paths is None or path in paths
+        for event_type, survey_id in events
+        if event_type in config["subscribed_events"] and (path, event_type, survey_id) not in got
+    ]
 
 
 _DONE = {"status": "completed"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One answer of a `Prober`: the status (0 for none) or the transport error."""
+
+    at: float
+    """`time.monotonic()` when it was sent."""
+    status: int
+    error: str
+    elapsed_s: float
+    body: str
+
+
+class Prober(threading.Thread):
+    """GETs `url` every `interval_s` until stopped, and keeps every answer."""
+
+    def __init__(self, url: str, *, interval_s: float = 0.2, timeout_s: float = 5) -> None:
+        super().__init__(name="prober", daemon=True)
+        self.url = url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.samples: list[Sample] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=self.timeout_s) as client:
+            while not self._done.is_set():
+                sent = time.monotonic()
+                try:
+                    response = client.get(self.url)
+                except httpx.TransportError as exc:
+                    elapsed_s = time.monotonic() - sent
+                    self.samples.append(Sample(sent, 0, type(exc).__name__, elapsed_s, ""))
+                else:
+                    elapsed_s = time.monotonic() - sent
+                    status, body = response.status_code, response.text
+                    self.samples.append(Sample(sent, status, "", elapsed_s, body))
+                self._done.wait(self.interval_s)
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        return [sample for sample in self.samples if start <= sample.at <= end]
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join(timeout=self.timeout_s + 5)
 
 
 # -- the database, read-only --------------------------------------------------------
@@ -367,6 +682,7 @@ class Audit:
     """Direct, read-only queries on the service's database from the test process."""
 
     def __init__(self, database_url: str) -> None:
+        self._url = database_url
         self._loop = asyncio.new_event_loop()
         self._db: Database = open_database(database_url, pool_size=2)
         self._loop.run_until_complete(self._db.connect())
@@ -374,6 +690,14 @@ class Audit:
     def close(self) -> None:
         self._loop.run_until_complete(self._db.disconnect())
         self._loop.close()
+
+    def reconnect(self) -> None:
+        """A new pool, after the database server was restarted under the old one (whose
+        connections are gone: closing it may fail, which does not matter here)."""
+        with contextlib.suppress(Exception):  # the old pool's connections are dead
+            self._loop.run_until_complete(self._db.disconnect())
+        self._db = open_database(self._url, pool_size=2)
+        self._loop.run_until_complete(self._db.connect())
 
     def rows(self, query: sa.ClauseElement) -> list[dict[str, Any]]:
         return [
@@ -421,6 +745,32 @@ class Audit:
             undispatched=sum(1 for event in events if event["dispatched_at"] is None),
             survey_ids=survey_ids,
         )
+
+    def half_written(self, client_id: str) -> list[str]:
+        """SPEC 7's one transaction, checked: each survey has exactly one
+        `survey_created` event, a completed one exactly one `survey_finished` event, and
+        every event has its survey (in the state it announces). What is wrong, if any."""
+        rows = self.rows(
+            sa.select(surveys.c.id, surveys.c.status).where(surveys.c.client_id == client_id)
+        )
+        status = {row["id"]: row["status"] for row in rows}
+        events = self.rows(
+            sa.select(outbox.c.event_type, outbox.c.content).where(outbox.c.client_id == client_id)
+        )
+        created = Counter(e["content"]["id"] for e in events if e["event_type"] == "survey_created")
+        finished = Counter(
+            e["content"]["id"] for e in events if e["event_type"] == "survey_finished"
+        )
+        completed = {survey_id for survey_id, value in status.items() if value == "completed"}
+        checks = {
+            "surveys without their survey_created event": set(status) - set(created),
+            "survey_created events without their survey": set(created) - set(status),
+            "surveys with two survey_created events": {k for k, n in created.items() if n > 1},
+            "completed surveys without their survey_finished event": completed - set(finished),
+            "survey_finished events of a survey not completed": set(finished) - completed,
+            "surveys with two survey_finished events": {k for k, n in finished.items() if n > 1},
+        }
+        return [f"{len(ids)} {what}: {sorted(ids)[:3]}" for what, ids in checks.items() if ids]
 
     def repeated_pairs(self) -> list[dict[str, Any]]:
         """(event, configuration) pairs with more than one delivery, in the whole database."""
@@ -487,6 +837,14 @@ class Figures:
     """From the end of the fault to every delivery delivered; None if it never did."""
     after_last_event_s: float | None
     note: str = ""
+    api_allowed: int = 0
+    api_error_kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def api_errors_cell(self) -> str:
+        """ "12 of <=40 (ConnectError 10, 503 2)": failures, the scenario's bound, kinds."""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.api_error_kinds.items()))
+        return f"{self.api_errors} of <={self.api_allowed}" + (f" ({kinds})" if kinds else "")
 
 
 COLUMNS = (
@@ -498,7 +856,7 @@ COLUMNS = (
     ("duplicates", "duplicates"),
     ("refused", "503/timeout"),
     ("swept", "swept"),
-    ("api_errors", "API errors"),
+    ("api_errors_cell", "API errors"),
     ("converge_s", "converge s (fault end)"),
     ("after_last_event_s", "converge s (last event)"),
     ("note", "note"),
@@ -579,7 +937,8 @@ def figures(
     fault_ended_at: float,
     last_event_at: float,
     swept: int,
-    api_errors: int,
+    traffic: Traffic,
+    allowance: Allowance,
     note: str = "",
 ) -> Figures:
     done = outcome.converged_at
@@ -592,7 +951,9 @@ def figures(
         duplicates=outcome.seen.duplicates,
         refused=outcome.seen.refused,
         swept=swept,
-        api_errors=api_errors,
+        api_errors=traffic.failed_requests,
+        api_allowed=allowance.at_most,
+        api_error_kinds=dict(traffic.failure_kinds()),
         converge_s=None if done is None else max(0.0, done - fault_ended_at),
         after_last_event_s=None if done is None else max(0.0, done - last_event_at),
         note=note,
