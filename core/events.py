@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from core.timestamps import AnswerTime
 
 
 class EventType(StrEnum):
@@ -27,8 +28,8 @@ class Survey(BaseModel):
     patient_id: str
     status: Literal["in_progress", "completed"]
     answers: dict[str, Any]
-    created_at: datetime
-    completed_at: datetime | None
+    created_at: AnswerTime
+    completed_at: AnswerTime | None
 
 
 _DESCRIPTIONS = {

@@ -7,9 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.convertors import Convertor
 from starlette.routing import BaseRoute, Mount
 
-from service.routing import ApiRoute
+from service.routing import ApiRoute, IdConvertor
 from service.schemas import Error
 
 _REF = "#/components/schemas/{model}"
@@ -51,6 +52,12 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
+def _path_schema(convertor: Convertor[Any]) -> dict[str, Any]:
+    if isinstance(convertor, IdConvertor):
+        return {"type": "string", "format": "uuid"}
+    return {"type": "string"}
+
+
 def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, Any]:
     op = route.operation
     doc: dict[str, Any] = {
@@ -60,8 +67,8 @@ def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, An
         "responses": {},
     }
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in route.param_convertors
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(convertor)}
+        for name, convertor in route.param_convertors.items()
     ]
     if op.query is not None:
         params += _query_parameters(op.query)

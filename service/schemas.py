@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -17,8 +17,10 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.config import JsonDict
 
 from core.events import EventType
+from core.timestamps import AnswerTime, RequestTime
 
 MAX_URL_LENGTH = 2048
 
@@ -27,14 +29,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# An absolute http(s) URL with a host part and no user-info, spaces or control characters,
+# as the OpenAPI document says. The route checks this and, besides, what a pattern cannot
+# say: a valid port and IPv6 literal, no Unicode space (whose set differs between regex
+# dialects), and the SSRF rule of SPEC 5, which depends on what the host resolves to.
+URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^\x00-\x20\x7f@/?#]+(?:[/?#][^\x00-\x20\x7f]*)?$"
+_URL = re.compile(URL_PATTERN)
+
+
 def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http or https URL")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ValueError("must not contain user information")
+    """`value` if it matches `URL_PATTERN` and `urlsplit` finds a host and a valid port in
+    it; otherwise `ValueError` saying what is wrong."""
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("must not contain user information")
+    if _URL.fullmatch(value) is None or not parts.hostname:
+        raise ValueError("must be an absolute http or https URL")
     try:
         parts.port  # noqa: B018 - raises for an invalid port
     except ValueError:
@@ -48,9 +60,16 @@ def _fold_duplicates(events: list[EventType]) -> list[EventType]:
 
 WebhookUrl = Annotated[
     str,
-    StringConstraints(max_length=MAX_URL_LENGTH, pattern=r"^[hH][tT][tT][pP][sS]?://"),
+    StringConstraints(max_length=MAX_URL_LENGTH),
     AfterValidator(_check_url),
-    WithJsonSchema({"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": MAX_URL_LENGTH,
+            "pattern": URL_PATTERN,
+            "description": "An absolute http or https URL without user information.",
+        }
+    ),
 ]
 # 16-256 printable ASCII characters, no space: it goes into an HTTP header.
 AuthorizationToken = Annotated[
@@ -67,13 +86,50 @@ class ConfigCreate(Strict):
     subscribed_events: SubscribedEvents
 
 
+def _without_null(schema: JsonDict) -> None:
+    """Optional fields that refuse `null` (or, in a query, cannot carry it): the document
+    offers neither `null` nor a `null` default for them. (The fields stay `X | None`, not
+    `SkipJsonSchema`, so that their errors name the field alone, not a union member.)"""
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    for prop in properties.values():
+        assert isinstance(prop, dict)
+        branches = prop.pop("anyOf", None)
+        if isinstance(branches, list):
+            [kept] = [branch for branch in branches if branch != {"type": "null"}]
+            assert isinstance(kept, dict)
+            prop.update(kept)
+        if prop.get("default", ...) is None:
+            del prop["default"]
+
+
+def _patch_schema(schema: JsonDict) -> None:
+    """A PATCH body as the route takes it: at least one field, none of them null."""
+    _without_null(schema)
+    schema["minProperties"] = 1
+
+
 class ConfigUpdate(Strict):
+    """A PATCH body: each field present is changed; an absent one is left alone. `null`
+    is refused (it would silently do nothing), so the document does not offer it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_schema)
+
     url: WebhookUrl | None = None
     authorization_token: AuthorizationToken | None = None
     subscribed_events: SubscribedEvents | None = None
     enabled: Literal[True] | None = Field(
         None, description="Re-enable a disabled configuration; its held deliveries are sent."
     )
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _only_true(cls, value: Any) -> Any:
+        # Checked before the union (validators run last-defined first, so after `_not_null`):
+        # JSON `1` is not `true`, and one clear message.
+        if value is not True:
+            raise ValueError("must be true (omit the field to leave it unchanged)")
+        return value
 
     @field_validator("url", "authorization_token", "subscribed_events", "enabled", mode="before")
     @classmethod
@@ -165,26 +221,27 @@ class SurveyUpdate(Strict):
     answers: dict[str, Any] | None = None
 
 
-def _to_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ValueError("is outside the range of UTC times") from None
-
-
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled", "held"]
 
 
+def _decimal_digits(value: Any) -> Any:
+    # A query value is text: only plain digits are an integer (not " 5", "+5", "5.0", "5_0").
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in decimal digits")
+    return value
+
+
 class DeliveryQuery(Strict):
-    model_config = ConfigDict(extra="ignore")
+    """The query of `GET .../deliveries`. Every parameter is optional, and none can be
+    `null`: a query string cannot carry it."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_without_null)
 
     status: DeliveryStatus | None = None
     event_type: Literal["survey_created", "survey_finished", "ping"] | None = None
-    since: UtcDatetime | None = None
-    until: UtcDatetime | None = None
-    limit: int = Field(50, ge=1, le=100)
+    since: RequestTime | None = None
+    until: RequestTime | None = None
+    limit: Annotated[int, BeforeValidator(_decimal_digits)] = Field(50, ge=1, le=100)
     cursor: str | None = Field(None, max_length=512)
 
 
@@ -194,10 +251,10 @@ class DeliveryItem(BaseModel):
     event_type: str
     status: DeliveryStatus
     attempt_count: int
-    created_at: AwareDatetime
-    last_attempt_at: AwareDatetime | None
-    next_attempt_at: AwareDatetime | None
-    delivered_at: AwareDatetime | None
+    created_at: AnswerTime
+    last_attempt_at: AnswerTime | None
+    next_attempt_at: AnswerTime | None
+    delivered_at: AnswerTime | None
 
 
 class DeliveryPage(BaseModel):
@@ -207,7 +264,7 @@ class DeliveryPage(BaseModel):
 
 class Attempt(BaseModel):
     number: int
-    started_at: AwareDatetime
+    started_at: AnswerTime
     duration_ms: int
     status_code: int | None
     error: str | None
@@ -224,8 +281,8 @@ class Accepted(BaseModel):
 
 
 class RecoverRequest(Strict):
-    since: UtcDatetime
-    until: UtcDatetime | None = None
+    since: RequestTime
+    until: RequestTime | None = None
 
 
 class Recovered(BaseModel):

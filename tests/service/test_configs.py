@@ -393,6 +393,7 @@ INVALID: list[tuple[str, str, Any]] = [
     ("events unknown type", "subscribed_events", ["survey_deleted"]),
     ("events one unknown", "subscribed_events", ["survey_created", "nope"]),
     ("events not a list", "subscribed_events", "survey_created"),
+    ("enabled as a number", "enabled", 1),
     ("unknown field", "colour", "blue"),
     ("id in body", "id", "12345678-1234-5678-1234-567812345678"),
     ("signing secret in body", "signing_secret", "whsec_" + "A" * 44),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -174,3 +176,84 @@ async def test_request_schemas_match_the_validation(document: dict[str, Any]) ->
     assert not create.is_valid(config_body(subscribed_events=["nope"]))
     assert not create.is_valid(config_body(authorization_token="short"))
     assert not update.is_valid({"colour": "blue"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"url": None},
+        {"authorization_token": None},
+        {"subscribed_events": None},
+        {"enabled": None},
+        {"enabled": 1},
+        {"url": "https://user@example.com/hook"},
+        {"url": "ftp://example.com/"},
+        {"url": "https:///path"},
+        {"url": "https://example.com/a b"},
+    ],
+    ids=repr,
+)
+async def test_the_patch_schema_refuses_what_the_route_refuses(
+    api: httpx.AsyncClient, auth: dict[str, str], document: dict[str, Any], body: dict[str, Any]
+) -> None:
+    update = _request_schema(document, CONFIGS + "/{config_id}", "patch")
+    created = await create_config(api, auth)
+
+    response = await api.patch(f"{CONFIGS}/{created['id']}", json=body, headers=auth)
+
+    assert response.status_code == 422, response.text
+    assert not update.is_valid(body)
+
+
+def _query_schema(doc: dict[str, Any], path: str, method: str, name: str) -> OAS31Validator:
+    [parameter] = [p for p in doc["paths"][path][method]["parameters"] if p["name"] == name]
+    return _validator(doc, parameter["schema"])
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("2024-01-01T00:00:00Z", True),
+        ("2024-01-01T00:00:00.5+00:00", True),
+        ("2024-01-01T02:00:00+02:00", True),
+        (0, False),
+        (1700000000.5, False),
+        ("1700000000", False),
+        ("2024-01-01T00:00:00", False),
+        ("2024-01-01", False),
+        (None, False),
+    ],
+    ids=repr,
+)
+async def test_request_times_are_documented_as_strings_with_an_offset(
+    document: dict[str, Any], value: Any, valid: bool
+) -> None:
+    recover = _request_schema(document, CONFIGS + "/{config_id}/recover", "post")
+    deliveries = CONFIGS + "/{config_id}/deliveries"
+    assert recover.is_valid({"since": value}) is valid
+    assert recover.is_valid({"since": "2024-01-01T00:00:00Z", "until": value}) is (
+        valid or value is None
+    )
+    for name in ("since", "until"):
+        assert _query_schema(document, deliveries, "get", name).is_valid(value) is valid
+
+
+def _date_times(node: Any) -> Iterator[dict[str, Any]]:
+    """Every schema in `node` that is a `date-time` string."""
+    if isinstance(node, dict):
+        if node.get("format") == "date-time":
+            yield node
+        for child in node.values():
+            yield from _date_times(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _date_times(child)
+
+
+async def test_every_documented_time_requires_an_offset(document: dict[str, Any]) -> None:
+    schemas = list(_date_times(document))
+    assert len(schemas) > 10
+    for schema in schemas:
+        assert re.search(schema["pattern"], "2024-01-01T00:00:00Z"), schema
+        assert not re.search(schema["pattern"], "2024-01-01T00:00:00"), schema
