@@ -17,25 +17,28 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
+from tests.conftest import metric_families
+from tests.e2e import harness
 from tests.e2e.harness import (
-    Receiver,
+    CONFIGS,
     Stack,
+    create_survey,
+    list_deliveries,
     procfile,
     procfile_stack,
     serve_stack,
+    settled,
     stack_env,
-    wait_for,
 )
-from tests.servers import RedisServer, free_port, postgres_database, redis_server
+from tests.receivers import Receiver
+from tests.servers import RedisServer, free_port, postgres_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
 MAX_ATTEMPTS = 3
 EXTRA_ENV = {"WEBHOOKS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
-CONFIGS = "/api/v2/config/webhook"
 SETTLE_TIMEOUT_S = 30.0
 QUIET_S = 1.5  # three poll intervals of the stack: long enough for a stray send to show
 
@@ -102,16 +105,6 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
-def _api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.base_url, timeout=10)
-
-
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with _api(stack) as client:
-        yield client
-
-
 # -- helpers --------------------------------------------------------------------------
 
 
@@ -122,19 +115,8 @@ def make_config(
     url: str,
     events: list[str] | None = None,
 ) -> dict[str, Any]:
-    response = api.post(
-        CONFIGS,
-        json={"url": url, "subscribed_events": events or ["survey_created"]},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.text
-    return secrets.config(dict(response.json()))
-
-
-def create_survey(api: httpx.Client, headers: dict[str, str], patient: str = "p") -> dict[str, Any]:
-    response = api.post("/api/v2/surveys", json={"patient_id": patient}, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    """`harness.make_config`, its token and signing secret kept in `secrets`."""
+    return secrets.config(harness.make_config(api, headers, url, events))
 
 
 def get_config(api: httpx.Client, headers: dict[str, str], config_id: str) -> dict[str, Any]:
@@ -143,45 +125,8 @@ def get_config(api: httpx.Client, headers: dict[str, str], config_id: str) -> di
     return dict(response.json())
 
 
-def deliveries(api: httpx.Client, headers: dict[str, str], config_id: str) -> list[dict[str, Any]]:
-    response = api.get(f"{CONFIGS}/{config_id}/deliveries?limit=100", headers=headers)
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])
-
-
-def settled(
-    api: httpx.Client,
-    headers: dict[str, str],
-    config_id: str,
-    count: int,
-    *,
-    status: str | None = None,
-) -> list[dict[str, Any]]:
-    """Wait until `count` deliveries exist and none is pending (or all are `status`)."""
-
-    def done() -> list[dict[str, Any]] | None:
-        items = deliveries(api, headers, config_id)
-        if len(items) != count:
-            return None
-        if status is not None:
-            return items if all(item["status"] == status for item in items) else None
-        return items if all(item["status"] != "pending" for item in items) else None
-
-    what = f"{count} deliveries {status or 'settled'}"
-    return list(wait_for(done, timeout_s=SETTLE_TIMEOUT_S, what=what))
-
-
 def received_ids(receiver: Receiver, path: str) -> list[str]:
     return [item.webhook_id for item in receiver.at(path)]
-
-
-def families(text: str) -> dict[str, Any]:
-    """{family name: family}; a family exposed twice is an invalid exposition."""
-    found: dict[str, Any] = {}
-    for family in text_string_to_metric_families(text):
-        assert family.name not in found, f"{family.name} is exposed twice:\n{text}"
-        found[family.name] = family
-    return found
 
 
 def sample(found: dict[str, Any], family: str, name: str, **labels: str) -> float:
@@ -221,7 +166,7 @@ def test_a_410_disables_holds_and_re_enabling_sends_every_held_delivery(
     time.sleep(QUIET_S)
 
     # Then they are held too: recorded, nothing sent
-    assert all(item["status"] == "held" for item in deliveries(api, headers, config["id"]))
+    assert all(item["status"] == "held" for item in list_deliveries(api, headers, config["id"]))
     assert received_ids(receiver, path) == [first["id"]]
     assert {item["attempt_count"] for item in held if item["id"] != first["id"]} == {0}
 
@@ -258,7 +203,7 @@ def test_ping_sends_a_signed_ping_event_whatever_the_subscription(
     assert response.status_code == 202, response.text
     assert set(response.json()) == {"delivery_id"}
     delivery_id = response.json()["delivery_id"]
-    [got] = wait_for(lambda: receiver.at(path), timeout_s=SETTLE_TIMEOUT_S, what="the ping")
+    [got] = receiver.wait(path, timeout_s=SETTLE_TIMEOUT_S)
     assert got.webhook_id == delivery_id
     assert got.headers["x-webhook-infermedica-token"] == config["authorization_token"]
     event = Webhook(config["signing_secret"]).verify(got.body, got.headers)
@@ -336,13 +281,6 @@ def test_healthz_and_readyz_answer_json_without_auth(serve: Stack, procfile_pg: 
     assert procfile_ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test alone: it is stopped and started again."""
-    with redis_server() as server:
-        yield server
-
-
 def test_readyz_is_503_json_while_redis_is_down(tmp_path: Path, own_redis: RedisServer) -> None:
     # Given the Procfile's web on its own Redis
     port = free_port()
@@ -388,7 +326,7 @@ def _deliver_some(
 
 
 def _check_exposition(text: str, *, delivered_at_least: int) -> None:
-    found = families(text)
+    found = metric_families(text)
     assert sample(
         found, "webhooks_deliveries", "webhooks_deliveries_total", outcome="delivered"
     ) >= (delivered_at_least)
@@ -407,7 +345,7 @@ def _check_exposition(text: str, *, delivered_at_least: int) -> None:
 def test_metrics_of_webhooks_serve_count_the_deliveries(
     serve: Stack, receiver: Receiver, secrets: Secrets
 ) -> None:
-    with _api(serve) as api:
+    with serve.api() as api:
         _deliver_some(serve, api, receiver, secrets, 3)
         response = api.get("/metrics")
 
@@ -421,7 +359,7 @@ def test_metrics_of_web_include_the_workers_counters_in_multiprocess_mode(
 ) -> None:
     """README: with PROMETHEUS_MULTIPROC_DIR shared by every process, `web` serves the
     worker's counters, and the database gauges once each."""
-    with _api(procfile_pg) as api:
+    with procfile_pg.api() as api:
         _deliver_some(procfile_pg, api, receiver, secrets, 2)
         api.get("/metrics")  # a second scrape must not add series either
         response = api.get("/metrics")
@@ -437,7 +375,7 @@ def test_json_logs_carry_the_ids_and_never_a_secret(
     serve: Stack, receiver: Receiver, secrets: Secrets
 ) -> None:
     # Given deliveries of every kind on the JSON-logging serve (and the tests above)
-    with _api(serve) as api:
+    with serve.api() as api:
         headers = secrets.client(serve, "logs")
         config = make_config(
             api,

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.harness import WEBHOOKS, Process, procfile, stack_env, wait_for
+from tests.e2e.harness import WEBHOOKS, Process, procfile, stack_env
 from tests.faults.harness import (
     Allowance,
     Audit,
@@ -76,6 +76,7 @@ from tests.servers import (
     postgres_database,
     postgres_instance,
     redis_server,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e

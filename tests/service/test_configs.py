@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -573,35 +572,13 @@ FAKE_DNS = {
 }
 
 
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Names in FAKE_DNS resolve to their addresses; every other name resolves as usual."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in FAKE_DNS:
-            return real(host, port, *args, **kwargs)
-        return [
-            (
-                socket.AF_INET6 if ":" in address else socket.AF_INET,
-                socket.SOCK_STREAM,
-                6,
-                "",
-                (address, 0, 0, 0) if ":" in address else (address, 0),
-            )
-            for address in FAKE_DNS[host]
-        ]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-@pytest.mark.usefixtures("fake_dns")
 @pytest.mark.parametrize(
     "host", ["intranet.example", "metadata.example", "loopback6.example", "mixed.example"]
 )
 async def test_a_name_that_resolves_to_a_private_address_is_refused(
-    guarded: tuple[httpx.AsyncClient, dict[str, str]], host: str
+    guarded: tuple[httpx.AsyncClient, dict[str, str]], fake_dns: dict[str, list[str]], host: str
 ) -> None:
+    fake_dns.update(FAKE_DNS)
     api, auth = guarded
     url = f"https://{host}/hook"
     assert error_fields(await api.post(CONFIGS, json=config_body(url=url), headers=auth)) == ["url"]
