@@ -9,7 +9,7 @@ the Procfile's processes on PostgreSQL with the session's Redis, sharing a
 from __future__ import annotations
 
 import json
-import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,6 @@ pytestmark = pytest.mark.e2e
 MAX_ATTEMPTS = 3
 EXTRA_ENV = {"WEBHOOKS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
 SETTLE_TIMEOUT_S = 30.0
-QUIET_S = 1.5  # three poll intervals of the stack: long enough for a stray send to show
 
 
 class Secrets:
@@ -163,7 +162,7 @@ def test_a_410_disables_holds_and_re_enabling_sends_every_held_delivery(
     create_survey(api, headers, "second")
     create_survey(api, headers, "third")
     held = settled(api, headers, config["id"], 3, status="held")
-    time.sleep(QUIET_S)
+    _pass_a_later_event(stack, api, receiver, secrets)
 
     # Then they are held too: recorded, nothing sent
     assert all(item["status"] == "held" for item in list_deliveries(api, headers, config["id"]))
@@ -183,8 +182,21 @@ def test_a_410_disables_holds_and_re_enabling_sends_every_held_delivery(
     assert sorted(after) == sorted(item["id"] for item in done)
     shown = get_config(api, headers, config["id"])
     assert shown["enabled"] is True and "disabled_reason" not in shown
-    time.sleep(QUIET_S)
+    _pass_a_later_event(stack, api, receiver, secrets)
     assert len(received_ids(receiver, path)) == 4
+
+
+def _pass_a_later_event(
+    stack: Stack, api: httpx.Client, receiver: Receiver, secrets: Secrets
+) -> None:
+    """Wait until an event made now (by another client) has reached the receiver: the
+    poller and the worker are then past everything that was due before it, so a request
+    that should not have been sent would have been by now."""
+    headers = secrets.client(stack, "later")
+    path = f"/ok/{stack.port}/later-{uuid.uuid4().hex[:8]}"
+    make_config(api, headers, secrets, receiver.url(path))
+    create_survey(api, headers, "later")
+    receiver.wait(path, timeout_s=SETTLE_TIMEOUT_S)
 
 
 # -- ping and recover (SPEC 8) -----------------------------------------------------------
@@ -397,10 +409,15 @@ def test_json_logs_carry_the_ids_and_never_a_secret(
         assert api.post(f"{CONFIGS}/{config['id']}/ping", headers=headers).status_code == 202
         items = settled(api, headers, config["id"], 3, status="delivered")
         api.get(CONFIGS, headers={"Authorization": "Bearer not-a-key-" + new_token})
-    time.sleep(0.5)  # let the last lines reach the file
+    # The worker logs an attempt after recording it: wait for the last attempts' lines.
+    # (What a request logs is in the file by the time it is answered.)
+    log = wait_for(
+        lambda: _logged_attempts(serve, items, 2),
+        timeout_s=SETTLE_TIMEOUT_S,
+        what="two attempt lines of each delivery in the log",
+    )
 
     # Then every line of the log is one JSON object
-    log = serve.processes["serve"].log()
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines
     parsed: list[dict[str, Any]] = []
@@ -424,3 +441,11 @@ def test_json_logs_carry_the_ids_and_never_a_secret(
     assert secrets.values
     leaked = sorted(value for value in secrets.values if value in log)
     assert leaked == [], f"secrets in the log: {leaked}"
+
+
+def _logged_attempts(stack: Stack, items: list[dict[str, Any]], count: int) -> str | None:
+    """The log of `webhooks serve`, once it names each of `items` in `count` lines."""
+    log = stack.processes["serve"].log()
+    return (
+        log if all(log.count(f'"delivery_id": "{item["id"]}"') >= count for item in items) else None
+    )

@@ -710,6 +710,17 @@ class Audit:
             survey_ids=survey_ids,
         )
 
+    def fan_out(self, client_id: str) -> tuple[int, int]:
+        """(fanned out, not yet): how many of the client's events a poller has dispatched
+        (committed), and how many wait for one."""
+        [row] = self.rows(
+            sa.select(
+                sa.func.count(outbox.c.dispatched_at).label("dispatched"),
+                sa.func.count().label("events"),
+            ).where(outbox.c.client_id == client_id)
+        )
+        return int(row["dispatched"]), int(row["events"] - row["dispatched"])
+
     def half_written(self, client_id: str) -> list[str]:
         """SPEC 7's one transaction, checked: each survey has exactly one
         `survey_created` event, a completed one exactly one `survey_finished` event, and
