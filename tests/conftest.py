@@ -1,14 +1,21 @@
-"""Fixtures: both databases, a private Redis, the app in-process, API clients."""
+"""Fixtures: both databases, a private Redis, the app in-process, API clients; a frozen
+clock and a fake DNS."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from freezegun import freeze_time
+from freezegun.api import FrozenDateTimeFactory
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from core.clients import create_client
@@ -81,6 +88,13 @@ def isolated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url(postgresql_url: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty PostgreSQL database of this test alone."""
+    with isolated_database_url(postgresql_url, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
 async def idb(isolated_url: str) -> AsyncIterator[Database]:
     """A connection to `isolated_url`."""
     database = await connected(isolated_url)
@@ -90,6 +104,13 @@ async def idb(isolated_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test alone, which it may stop and start again."""
     with redis_server() as server:
         yield server
 
@@ -150,3 +171,57 @@ async def auth(new_client: NewClient) -> dict[str, str]:
     headers = await new_client()
     headers.pop("id")
     return headers
+
+
+def metric_families(text: str) -> dict[str, Any]:
+    """{family name: family} of a Prometheus exposition, failing on a family exposed
+    twice (an invalid exposition)."""
+    found: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name not in found, f"{family.name} is exposed twice:\n{text}"
+        found[family.name] = family
+    return found
+
+
+# -- time and names ----------------------------------------------------------------------
+
+CLOCK_START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock_start() -> datetime:
+    """Where `clock` starts: `CLOCK_START`, unless a module overrides this fixture."""
+    return CLOCK_START
+
+
+@pytest.fixture
+def clock(clock_start: datetime) -> Iterator[FrozenDateTimeFactory]:
+    """Wall-clock time frozen at `clock_start`, for the test to move; asyncio's own
+    clock runs on (`real_asyncio`), so that timeouts and sleeps still work."""
+    with freeze_time(clock_start, real_asyncio=True) as frozen:
+        assert isinstance(frozen, FrozenDateTimeFactory)
+        yield frozen
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """A table of names to addresses, empty at first, that `socket.getaddrinfo` answers
+    from without asking a DNS server: a name in it resolves to its addresses (port,
+    family and type as asked), or not at all if it has none; every other name resolves
+    as usual."""
+    table: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in table:
+            return real(host, port, *args, **kwargs)
+        found = []
+        for address in table[host]:
+            with contextlib.suppress(socket.gaierror):  # not of the family asked for
+                found += real(address, port, *args, **kwargs)
+        if not found:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return found
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return table

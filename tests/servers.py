@@ -1,5 +1,5 @@
 """Real servers for tests: PostgreSQL databases, PostgreSQL instances of a test's own,
-Redis servers and free ports.
+Redis servers and free ports; `wait_for`, how a test waits for something outside it.
 
 A test that needs a server and finds none is skipped on a developer's machine and
 FAILS in CI (`CI` set), so a green CI run never hides a missing server.
@@ -16,9 +16,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,19 @@ def missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required in CI and is not available")
     pytest.skip(f"{what} is not available")
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
+    """Poll `predicate` until it returns something true, and return that; fail with
+    `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -183,11 +197,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
+        wait_for(lambda: port_open("127.0.0.1", self.port), timeout_s=10, what="redis-server")
 
     def stop(self) -> None:
         if self.process is not None:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from standardwebhooks import Webhook
 from starlette.applications import Starlette
 
 from core.configs import new_authorization_token, new_signing_secret
-from tests.servers import free_port, port_open
+from tests.servers import free_port, port_open, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "receiver.py"
 TOKEN = new_authorization_token()
@@ -205,11 +204,12 @@ def test_the_script_runs_as_the_readme_says(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while not port_open("127.0.0.1", port):
+
+        def started() -> bool:
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the receiver did not start"
-            time.sleep(0.05)
+            return port_open("127.0.0.1", port)
+
+        wait_for(started, timeout_s=15, what="the receiver to start")
         headers = _headers()
         response = httpx.post(
             f"http://127.0.0.1:{port}/webhook", content=BODY, headers=headers, timeout=5

@@ -3,28 +3,25 @@ database at scrape time (`core.metrics.exposition`), on both backends."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from freezegun import freeze_time
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
-from core.database import Database, open_database
+from core.database import Database
 from core.metrics import OUTCOMES, _age_s, exposition
 from outbox.fanout import fan_out_batch
 from outbox.writer import add_event
-from tests.conftest import make_settings
+from tests.conftest import make_settings, metric_families
 from tests.outbox.helpers import (
-    isolated_database_url,
     new_client_id,
     new_config,
     new_delivery,
 )
+from tests.receivers import Script
 from workers.delivery import Deliverer
 
 T0 = datetime(2031, 5, 1, 9, 0, tzinfo=UTC)
@@ -36,30 +33,6 @@ SPEC_NAMES = {
     "webhooks_deliveries_pending": "gauge",
     "webhooks_outbox_lag_seconds": "gauge",
 }
-
-
-@pytest.fixture
-def own_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    """An empty database of this test alone: the gauges count every row."""
-    with isolated_database_url(database_url, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def own_db(own_url: str) -> AsyncIterator[Database]:
-    database = open_database(own_url)
-    await database.connect()
-    yield database
-    await database.disconnect()
-
-
-def parse(text: str) -> dict[str, Any]:
-    """{family name: family}, failing on a family that appears twice."""
-    families: dict[str, Any] = {}
-    for family in text_string_to_metric_families(text):
-        assert family.name not in families, f"{family.name} is exposed twice"
-        families[family.name] = family
-    return families
 
 
 def gauge(families: dict[str, Any], name: str) -> float:
@@ -77,14 +50,14 @@ async def _events(db: Database, client_id: str, count: int) -> None:
 
 
 async def _scrape(db: Database, now: datetime) -> dict[str, Any]:
-    return parse((await exposition(db, now)).decode())
+    return metric_families((await exposition(db, now)).decode())
 
 
 # --- the names and types ----------------------------------------------------------------
 
 
-async def test_the_exposition_has_every_spec_10_metric_once(own_db: Database) -> None:
-    families = await _scrape(own_db, T0)
+async def test_the_exposition_has_every_spec_10_metric_once(idb: Database) -> None:
+    families = await _scrape(idb, T0)
 
     for name, kind in SPEC_NAMES.items():
         assert families[name].type == kind, name
@@ -98,8 +71,8 @@ async def test_the_exposition_has_every_spec_10_metric_once(own_db: Database) ->
     } <= histogram
 
 
-async def test_an_empty_database_reads_as_zero(own_db: Database) -> None:
-    families = await _scrape(own_db, T0)
+async def test_an_empty_database_reads_as_zero(idb: Database) -> None:
+    families = await _scrape(idb, T0)
 
     assert gauge(families, "webhooks_outbox_pending") == 0
     assert gauge(families, "webhooks_deliveries_pending") == 0
@@ -109,9 +82,9 @@ async def test_an_empty_database_reads_as_zero(own_db: Database) -> None:
 # --- the gauges follow the database -----------------------------------------------------
 
 
-async def test_the_gauges_follow_the_outbox_and_the_deliveries(own_db: Database) -> None:
+async def test_the_gauges_follow_the_outbox_and_the_deliveries(idb: Database) -> None:
     # Given 3 undispatched events, the oldest written 90 s before the scrape
-    db = own_db
+    db = idb
     client_id = await new_client_id(db)
     await new_config(db, client_id, events=["survey_created"])
     await new_config(db, client_id, events=["survey_created", "survey_finished"])
@@ -137,8 +110,8 @@ async def test_the_gauges_follow_the_outbox_and_the_deliveries(own_db: Database)
     assert gauge(families, "webhooks_deliveries_pending") == 6
 
 
-async def test_final_and_held_deliveries_are_not_pending(own_db: Database) -> None:
-    db = own_db
+async def test_final_and_held_deliveries_are_not_pending(idb: Database) -> None:
+    db = idb
     config = await new_config(db, await new_client_id(db))
     for status in ("pending", "pending", "delivered", "failed", "held", "cancelled"):
         await new_delivery(db, config, status=status)
@@ -149,9 +122,9 @@ async def test_final_and_held_deliveries_are_not_pending(own_db: Database) -> No
 
 
 async def test_the_lag_is_the_oldest_undispatched_event_not_the_oldest_event(
-    own_db: Database,
+    idb: Database,
 ) -> None:
-    db = own_db
+    db = idb
     client_id = await new_client_id(db)
     with freeze_time(T0, real_asyncio=True) as clock:
         await _events(db, client_id, 1)
@@ -190,18 +163,14 @@ async def test_each_attempt_counts_its_outcome_and_its_duration(
     db: Database, database_url: str
 ) -> None:
     # Given a receiver that answers 200, 500 (retry), 500 on the last attempt, then 410
-    replies = iter([200, 500, 500, 410])
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(next(replies))
-
+    receiver = Script([httpx.Response(status) for status in (200, 500, 500, 410)])
     config = await new_config(db, await new_client_id(db), url="https://hooks.example/in")
     settings = make_settings(database_url, WEBHOOKS_MAX_ATTEMPTS=3)
     before = {
         outcome: _sample("webhooks_deliveries_total", outcome=outcome) for outcome in OUTCOMES
     }
     count_before = _sample("webhooks_attempt_duration_seconds_count")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle)) as http:
         deliverer = Deliverer(db=db, http=http, settings=settings)
         # When four deliveries are attempted (the third on its last attempt)
         await deliverer.deliver(await new_delivery(db, config))
@@ -227,12 +196,12 @@ async def test_a_delivery_that_is_not_attempted_is_not_counted(
     delivery_id = await new_delivery(db, config, status="delivered")
     total_before = sum(_sample("webhooks_deliveries_total", outcome=o) for o in OUTCOMES)
 
-    def never(request: httpx.Request) -> httpx.Response:
-        raise AssertionError("a final delivery is not sent")
+    receiver = Script()
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(never)) as http:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle)) as http:
         deliverer = Deliverer(db=db, http=http, settings=make_settings(database_url))
         outcome = await deliverer.deliver(delivery_id)
 
     assert outcome.status is None
+    assert receiver.requests == []  # a final delivery is not sent
     assert sum(_sample("webhooks_deliveries_total", outcome=o) for o in OUTCOMES) == total_before

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import core.database
 from core.clock import utcnow
 from core.database import Bound, Database, WriteUnit, run_unit
 from core.tables import clients
+from tests.outbox.helpers import eventually
 
 _INSERT_CLIENT = clients.insert().values(
     id=sa.bindparam("new_id"),
@@ -125,8 +127,9 @@ async def test_a_unit_whose_caller_is_cancelled_before_its_batch_writes_nothing(
     prefix = uuid.uuid4().hex
     # Given a batch waiting for the process's write lock
     async with sqlite_db.transaction():
+        others = asyncio.all_tasks()
         waiting = asyncio.create_task(run_unit(sqlite_db, _add(f"{prefix}-cancelled")))
-        await asyncio.sleep(0.05)
+        await eventually(partial(_waits_for_a_lock, others), timeout_s=5, every_s=0)
 
         # When its caller is cancelled (as when a client goes away)
         waiting.cancel()
@@ -136,3 +139,15 @@ async def test_a_unit_whose_caller_is_cancelled_before_its_batch_writes_nothing(
     # Then its unit never runs; the next one does
     await run_unit(sqlite_db, _add(f"{prefix}-next"))
     assert await _names(sqlite_db, prefix) == {f"{prefix}-next"}
+
+
+async def _waits_for_a_lock(others: set[asyncio.Task[Any]]) -> bool:
+    """Whether a task not among `others` is blocked in `asyncio.Lock.acquire`, however
+    deep in what it awaits."""
+    for task in asyncio.all_tasks() - others:
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            if getattr(awaited, "cr_code", None) is asyncio.Lock.acquire.__code__:
+                return True
+            awaited = getattr(awaited, "cr_await", None)
+    return False

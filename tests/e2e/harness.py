@@ -1,126 +1,38 @@
 """Real processes for end-to-end tests: the Procfile's processes or `webhooks serve`,
-and a recording HTTP receiver on 127.0.0.1."""
+and what a test does with them: its CLI, its API (`make_config`, `create_survey`,
+`list_deliveries`, `settled`). The receiver they deliver to is `tests.receivers.Receiver`."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
-from tests.servers import free_port
+from tests.servers import free_port, wait_for
+from tests.service.processes import WEBHOOKS, process_env, webhooks_ok
 
 REPO = Path(__file__).resolve().parents[2]
-WEBHOOKS = str(Path(sys.executable).parent / "webhooks")
+CONFIGS = "/api/v2/config/webhook"
+SETTLE_TIMEOUT_S = 30.0
 
 
 def procfile() -> dict[str, str]:
-    lines = (REPO / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip())
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
-# -- the receiver ------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    at: float
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def webhook_id(self) -> str:
-        return self.headers["webhook-id"]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Answers by path: `/ok/*` 200; `/flaky/N/*` `statuses[path]` (500 unless set) for
-    the first N tries of each webhook-id, then 200; `/dead/*` 500; `/status/*` whatever
-    `statuses[path]` says. Every answer to a path carries the headers in `headers[path]`."""
-
-    port: int = field(default_factory=free_port)
-    received: list[Received] = field(default_factory=list)
-    statuses: dict[str, int] = field(default_factory=dict)
-    headers: dict[str, dict[str, str]] = field(default_factory=dict)
-    _tries: dict[tuple[str, str], int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def at(self, path: str) -> list[Received]:
-        with self._lock:
-            return [item for item in self.received if item.path == path]
-
-    def _status(self, path: str, webhook_id: str) -> int:
-        parts = path.strip("/").split("/")
-        if parts[0] == "flaky":
-            tries = self._tries.get((path, webhook_id), 0) + 1
-            self._tries[(path, webhook_id)] = tries
-            return self.statuses.get(path, 500) if tries <= int(parts[1]) else 200
-        if parts[0] == "dead":
-            return 500
-        if parts[0] == "status":
-            return self.statuses.get(path, 200)
-        return 200
-
-    async def _handle(self, request: Request) -> Response:
-        body = await request.body()
-        item = Received(time.time(), request.url.path, dict(request.headers), body)
-        with self._lock:
-            self.received.append(item)
-            status = self._status(item.path, item.headers.get("webhook-id", ""))
-            headers = self.headers.get(item.path)
-        text = "ok" if status < 300 else "nope"
-        return PlainTextResponse(text, status_code=status, headers=headers)
-
-    @contextmanager
-    def running(self) -> Iterator[Receiver]:
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", ws="none"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started, timeout_s=10, what="the receiver")
-        try:
-            yield self
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    """The Procfile's commands by process name, in its order."""
+    commands: dict[str, str] = {}
+    for line in (REPO / "Procfile").read_text().splitlines():
+        name, _, command = (part.strip() for part in line.partition(":"))
+        if name:
+            assert name not in commands, f"the Procfile declares {name} twice"
+            commands[name] = command
+    return commands
 
 
 # -- the service's processes -------------------------------------------------------
@@ -195,11 +107,11 @@ class Stack:
         return "\n".join(f"== {p.name}\n{p.log()[-4000:]}" for p in self.processes.values())
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [WEBHOOKS, *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return webhooks_ok(*args, env=self.env)
+
+    def api(self) -> httpx.Client:
+        """A client of the stack's API (to be closed: `with stack.api() as api`)."""
+        return httpx.Client(base_url=self.base_url, timeout=10)
 
     def new_client(self, name: str = "client") -> dict[str, str]:
         created = json.loads(self.cli("client", "create", name))
@@ -207,8 +119,7 @@ class Stack:
 
 
 def stack_env(database_url: str, redis_url: str | None, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOKS_", "REDIS_"))}
-    env.update(
+    env = process_env(
         DATABASE_URL=database_url,
         PORT=str(port),
         WEBHOOKS_ALLOW_PRIVATE_TARGETS="1",
@@ -219,7 +130,6 @@ def stack_env(database_url: str, redis_url: str | None, port: int, **extra: str)
         WEBHOOKS_REQUEST_TIMEOUT_S="3",
         WEBHOOKS_POLL_INTERVAL_S="0.5",
         WEBHOOKS_WORKER_CONCURRENCY="8",
-        PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
@@ -269,3 +179,67 @@ def serve_stack(
         database_url, log_dir, name="serve", command=command, **extra
     ) as stack:
         yield stack
+
+
+# -- the API of a running stack ------------------------------------------------------
+
+
+def make_config(
+    api: httpx.Client, headers: dict[str, str], url: str, events: list[str] | None = None
+) -> dict[str, Any]:
+    """A new configuration of the client of `headers`, subscribed to `events`
+    (`survey_created` unless given); as the API created it."""
+    response = api.post(
+        CONFIGS,
+        json={"url": url, "subscribed_events": events or ["survey_created"]},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def create_survey(api: httpx.Client, headers: dict[str, str], patient: str = "p") -> dict[str, Any]:
+    response = api.post("/api/v2/surveys", json={"patient_id": patient}, headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def list_deliveries(
+    api: httpx.Client, headers: dict[str, str], config_id: str
+) -> list[dict[str, Any]]:
+    """The configuration's deliveries (the first 100), newest first."""
+    response = api.get(f"{CONFIGS}/{config_id}/deliveries?limit=100", headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def attempts_of(
+    api: httpx.Client, headers: dict[str, str], config_id: str, delivery_id: str
+) -> list[dict[str, Any]]:
+    """The delivery's attempts, as its detail lists them."""
+    response = api.get(f"{CONFIGS}/{config_id}/deliveries/{delivery_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["attempts"])
+
+
+def settled(
+    api: httpx.Client,
+    headers: dict[str, str],
+    config_id: str,
+    count: int,
+    *,
+    status: str | None = None,
+    timeout_s: float = SETTLE_TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """Wait until the configuration has `count` deliveries and none is pending; if
+    `status` is given, each must then be `status`. Returns them."""
+
+    def done() -> list[dict[str, Any]] | None:
+        items = list_deliveries(api, headers, config_id)
+        ok = len(items) == count and all(item["status"] != "pending" for item in items)
+        return items if ok else None
+
+    items = list(wait_for(done, timeout_s=timeout_s, what=f"{count} settled deliveries"))
+    if status is not None:
+        assert [item["status"] for item in items] == [status] * count, items
+    return items

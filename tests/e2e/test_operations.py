@@ -9,7 +9,7 @@ the Procfile's processes on PostgreSQL with the session's Redis, sharing a
 from __future__ import annotations
 
 import json
-import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,27 +17,29 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
+from tests.conftest import metric_families
+from tests.e2e import harness
 from tests.e2e.harness import (
-    Receiver,
+    CONFIGS,
     Stack,
+    create_survey,
+    list_deliveries,
     procfile,
     procfile_stack,
     serve_stack,
+    settled,
     stack_env,
-    wait_for,
 )
-from tests.servers import RedisServer, free_port, postgres_database, redis_server
+from tests.receivers import Receiver
+from tests.servers import RedisServer, free_port, postgres_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
 MAX_ATTEMPTS = 3
 EXTRA_ENV = {"WEBHOOKS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
-CONFIGS = "/api/v2/config/webhook"
 SETTLE_TIMEOUT_S = 30.0
-QUIET_S = 1.5  # three poll intervals of the stack: long enough for a stray send to show
 
 
 class Secrets:
@@ -102,16 +104,6 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
-def _api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.base_url, timeout=10)
-
-
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with _api(stack) as client:
-        yield client
-
-
 # -- helpers --------------------------------------------------------------------------
 
 
@@ -122,19 +114,8 @@ def make_config(
     url: str,
     events: list[str] | None = None,
 ) -> dict[str, Any]:
-    response = api.post(
-        CONFIGS,
-        json={"url": url, "subscribed_events": events or ["survey_created"]},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.text
-    return secrets.config(dict(response.json()))
-
-
-def create_survey(api: httpx.Client, headers: dict[str, str], patient: str = "p") -> dict[str, Any]:
-    response = api.post("/api/v2/surveys", json={"patient_id": patient}, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    """`harness.make_config`, its token and signing secret kept in `secrets`."""
+    return secrets.config(harness.make_config(api, headers, url, events))
 
 
 def get_config(api: httpx.Client, headers: dict[str, str], config_id: str) -> dict[str, Any]:
@@ -143,45 +124,8 @@ def get_config(api: httpx.Client, headers: dict[str, str], config_id: str) -> di
     return dict(response.json())
 
 
-def deliveries(api: httpx.Client, headers: dict[str, str], config_id: str) -> list[dict[str, Any]]:
-    response = api.get(f"{CONFIGS}/{config_id}/deliveries?limit=100", headers=headers)
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])
-
-
-def settled(
-    api: httpx.Client,
-    headers: dict[str, str],
-    config_id: str,
-    count: int,
-    *,
-    status: str | None = None,
-) -> list[dict[str, Any]]:
-    """Wait until `count` deliveries exist and none is pending (or all are `status`)."""
-
-    def done() -> list[dict[str, Any]] | None:
-        items = deliveries(api, headers, config_id)
-        if len(items) != count:
-            return None
-        if status is not None:
-            return items if all(item["status"] == status for item in items) else None
-        return items if all(item["status"] != "pending" for item in items) else None
-
-    what = f"{count} deliveries {status or 'settled'}"
-    return list(wait_for(done, timeout_s=SETTLE_TIMEOUT_S, what=what))
-
-
 def received_ids(receiver: Receiver, path: str) -> list[str]:
     return [item.webhook_id for item in receiver.at(path)]
-
-
-def families(text: str) -> dict[str, Any]:
-    """{family name: family}; a family exposed twice is an invalid exposition."""
-    found: dict[str, Any] = {}
-    for family in text_string_to_metric_families(text):
-        assert family.name not in found, f"{family.name} is exposed twice:\n{text}"
-        found[family.name] = family
-    return found
 
 
 def sample(found: dict[str, Any], family: str, name: str, **labels: str) -> float:
@@ -218,10 +162,10 @@ def test_a_410_disables_holds_and_re_enabling_sends_every_held_delivery(
     create_survey(api, headers, "second")
     create_survey(api, headers, "third")
     held = settled(api, headers, config["id"], 3, status="held")
-    time.sleep(QUIET_S)
+    _pass_a_later_event(stack, api, receiver, secrets)
 
     # Then they are held too: recorded, nothing sent
-    assert all(item["status"] == "held" for item in deliveries(api, headers, config["id"]))
+    assert all(item["status"] == "held" for item in list_deliveries(api, headers, config["id"]))
     assert received_ids(receiver, path) == [first["id"]]
     assert {item["attempt_count"] for item in held if item["id"] != first["id"]} == {0}
 
@@ -238,8 +182,21 @@ def test_a_410_disables_holds_and_re_enabling_sends_every_held_delivery(
     assert sorted(after) == sorted(item["id"] for item in done)
     shown = get_config(api, headers, config["id"])
     assert shown["enabled"] is True and "disabled_reason" not in shown
-    time.sleep(QUIET_S)
+    _pass_a_later_event(stack, api, receiver, secrets)
     assert len(received_ids(receiver, path)) == 4
+
+
+def _pass_a_later_event(
+    stack: Stack, api: httpx.Client, receiver: Receiver, secrets: Secrets
+) -> None:
+    """Wait until an event made now (by another client) has reached the receiver: the
+    poller and the worker are then past everything that was due before it, so a request
+    that should not have been sent would have been by now."""
+    headers = secrets.client(stack, "later")
+    path = f"/ok/{stack.port}/later-{uuid.uuid4().hex[:8]}"
+    make_config(api, headers, secrets, receiver.url(path))
+    create_survey(api, headers, "later")
+    receiver.wait(path, timeout_s=SETTLE_TIMEOUT_S)
 
 
 # -- ping and recover (SPEC 8) -----------------------------------------------------------
@@ -258,7 +215,7 @@ def test_ping_sends_a_signed_ping_event_whatever_the_subscription(
     assert response.status_code == 202, response.text
     assert set(response.json()) == {"delivery_id"}
     delivery_id = response.json()["delivery_id"]
-    [got] = wait_for(lambda: receiver.at(path), timeout_s=SETTLE_TIMEOUT_S, what="the ping")
+    [got] = receiver.wait(path, timeout_s=SETTLE_TIMEOUT_S)
     assert got.webhook_id == delivery_id
     assert got.headers["x-webhook-infermedica-token"] == config["authorization_token"]
     event = Webhook(config["signing_secret"]).verify(got.body, got.headers)
@@ -336,13 +293,6 @@ def test_healthz_and_readyz_answer_json_without_auth(serve: Stack, procfile_pg: 
     assert procfile_ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test alone: it is stopped and started again."""
-    with redis_server() as server:
-        yield server
-
-
 def test_readyz_is_503_json_while_redis_is_down(tmp_path: Path, own_redis: RedisServer) -> None:
     # Given the Procfile's web on its own Redis
     port = free_port()
@@ -388,7 +338,7 @@ def _deliver_some(
 
 
 def _check_exposition(text: str, *, delivered_at_least: int) -> None:
-    found = families(text)
+    found = metric_families(text)
     assert sample(
         found, "webhooks_deliveries", "webhooks_deliveries_total", outcome="delivered"
     ) >= (delivered_at_least)
@@ -407,7 +357,7 @@ def _check_exposition(text: str, *, delivered_at_least: int) -> None:
 def test_metrics_of_webhooks_serve_count_the_deliveries(
     serve: Stack, receiver: Receiver, secrets: Secrets
 ) -> None:
-    with _api(serve) as api:
+    with serve.api() as api:
         _deliver_some(serve, api, receiver, secrets, 3)
         response = api.get("/metrics")
 
@@ -421,7 +371,7 @@ def test_metrics_of_web_include_the_workers_counters_in_multiprocess_mode(
 ) -> None:
     """README: with PROMETHEUS_MULTIPROC_DIR shared by every process, `web` serves the
     worker's counters, and the database gauges once each."""
-    with _api(procfile_pg) as api:
+    with procfile_pg.api() as api:
         _deliver_some(procfile_pg, api, receiver, secrets, 2)
         api.get("/metrics")  # a second scrape must not add series either
         response = api.get("/metrics")
@@ -437,7 +387,7 @@ def test_json_logs_carry_the_ids_and_never_a_secret(
     serve: Stack, receiver: Receiver, secrets: Secrets
 ) -> None:
     # Given deliveries of every kind on the JSON-logging serve (and the tests above)
-    with _api(serve) as api:
+    with serve.api() as api:
         headers = secrets.client(serve, "logs")
         config = make_config(
             api,
@@ -459,10 +409,15 @@ def test_json_logs_carry_the_ids_and_never_a_secret(
         assert api.post(f"{CONFIGS}/{config['id']}/ping", headers=headers).status_code == 202
         items = settled(api, headers, config["id"], 3, status="delivered")
         api.get(CONFIGS, headers={"Authorization": "Bearer not-a-key-" + new_token})
-    time.sleep(0.5)  # let the last lines reach the file
+    # The worker logs an attempt after recording it: wait for the last attempts' lines.
+    # (What a request logs is in the file by the time it is answered.)
+    log = wait_for(
+        lambda: _logged_attempts(serve, items, 2),
+        timeout_s=SETTLE_TIMEOUT_S,
+        what="two attempt lines of each delivery in the log",
+    )
 
     # Then every line of the log is one JSON object
-    log = serve.processes["serve"].log()
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines
     parsed: list[dict[str, Any]] = []
@@ -486,3 +441,11 @@ def test_json_logs_carry_the_ids_and_never_a_secret(
     assert secrets.values
     leaked = sorted(value for value in secrets.values if value in log)
     assert leaked == [], f"secrets in the log: {leaked}"
+
+
+def _logged_attempts(stack: Stack, items: list[dict[str, Any]], count: int) -> str | None:
+    """The log of `webhooks serve`, once it names each of `items` in `count` lines."""
+    log = stack.processes["serve"].log()
+    return (
+        log if all(log.count(f'"delivery_id": "{item["id"]}"') >= count for item in items) else None
+    )

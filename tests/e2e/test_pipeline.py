@@ -7,18 +7,28 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from tests.e2e.harness import Receiver, Stack, procfile_stack, serve_stack, wait_for
+from tests.e2e.harness import (
+    Stack,
+    attempts_of,
+    create_survey,
+    list_deliveries,
+    make_config,
+    procfile_stack,
+    serve_stack,
+    settled,
+)
+from tests.receivers import Receiver
 from tests.servers import postgres_database
 
 pytestmark = pytest.mark.e2e
 
 TOPOLOGIES = ["procfile-sqlite", "procfile-postgresql", "serve-sqlite"]
+BOTH_EVENTS = ["survey_created", "survey_finished"]
 
 
 @pytest.fixture(scope="module")
@@ -46,67 +56,13 @@ def stack(
         yield running
 
 
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.base_url, timeout=10) as client:
-        yield client
-
-
-def make_config(
-    api: httpx.Client, headers: dict[str, str], url: str, events: list[str] | None = None
-) -> dict[str, Any]:
-    response = api.post(
-        "/api/v2/config/webhook",
-        json={"url": url, "subscribed_events": events or ["survey_created", "survey_finished"]},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def create_survey(api: httpx.Client, headers: dict[str, str], patient: str = "p") -> dict[str, Any]:
-    response = api.post("/api/v2/surveys", json={"patient_id": patient}, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def deliveries(api: httpx.Client, headers: dict[str, str], config_id: str) -> list[dict[str, Any]]:
-    response = api.get(f"/api/v2/config/webhook/{config_id}/deliveries", headers=headers)
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])
-
-
-def detail(
-    api: httpx.Client, headers: dict[str, str], config_id: str, delivery_id: str
-) -> dict[str, Any]:
-    response = api.get(
-        f"/api/v2/config/webhook/{config_id}/deliveries/{delivery_id}", headers=headers
-    )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def settled(
-    api: httpx.Client, headers: dict[str, str], config_id: str, count: int
-) -> list[dict[str, Any]]:
-    """Wait until `count` deliveries exist and none is pending."""
-
-    def done() -> list[dict[str, Any]] | None:
-        items = deliveries(api, headers, config_id)
-        if len(items) == count and all(item["status"] != "pending" for item in items):
-            return items
-        return None
-
-    return list(wait_for(done, timeout_s=30, what=f"{count} settled deliveries"))
-
-
 def test_events_arrive_signed_and_audited(
     stack: Stack, api: httpx.Client, receiver: Receiver
 ) -> None:
     # Given a client with a configuration subscribed to both event types
     headers = stack.new_client()
     path = f"/ok/{stack.port}/signed"
-    config = make_config(api, headers, receiver.url(path))
+    config = make_config(api, headers, receiver.url(path), BOTH_EVENTS)
     # When a survey is created and completed (and completing it again conflicts)
     survey = create_survey(api, headers)
     done = api.patch(
@@ -119,9 +75,7 @@ def test_events_arrive_signed_and_audited(
     assert again.status_code == 409
     # Then the receiver gets exactly the two events, authenticated and signed
     items = settled(api, headers, config["id"], 2)
-    got = wait_for(
-        lambda: len(receiver.at(path)) >= 2 and receiver.at(path), timeout_s=10, what="2 requests"
-    )
+    got = receiver.wait(path, 2, timeout_s=10)
     assert sorted(item.json()["event_type"] for item in got) == [
         "survey_created",
         "survey_finished",
@@ -149,7 +103,7 @@ def test_flaky_receiver_is_delivered_on_the_third_attempt(
     [item] = settled(api, headers, config["id"], 1)
     assert item["status"] == "delivered"
     assert item["attempt_count"] == 3
-    attempts = detail(api, headers, config["id"], item["id"])["attempts"]
+    attempts = attempts_of(api, headers, config["id"], item["id"])
     assert [a["number"] for a in attempts] == [1, 2, 3]
     assert [a["status_code"] for a in attempts] == [500, 500, 200]
     assert [a["error"] for a in attempts] == ["http_status", "http_status", None]
@@ -166,7 +120,7 @@ def test_dead_receiver_fails_after_the_attempts_with_growing_gaps(
     [item] = settled(api, headers, config["id"], 1)
     assert item["status"] == "failed"
     assert item["attempt_count"] == 4  # WEBHOOKS_MAX_ATTEMPTS in the stack
-    attempts = detail(api, headers, config["id"], item["id"])["attempts"]
+    attempts = attempts_of(api, headers, config["id"], item["id"])
     starts = [datetime.fromisoformat(a["started_at"]) for a in attempts]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     # 200 ms * 4**(n-1), +-20%: about 0.2, 0.8, 2.0 (capped) seconds
@@ -200,12 +154,12 @@ def test_a_second_client_never_sees_the_first_clients_events(
 ) -> None:
     first, second = stack.new_client("first"), stack.new_client("second")
     first_path, second_path = f"/ok/{stack.port}/first", f"/ok/{stack.port}/second"
-    first_config = make_config(api, first, receiver.url(first_path))
-    second_config = make_config(api, second, receiver.url(second_path))
+    first_config = make_config(api, first, receiver.url(first_path), BOTH_EVENTS)
+    second_config = make_config(api, second, receiver.url(second_path), BOTH_EVENTS)
     survey = create_survey(api, first)
     settled(api, first, first_config["id"], 1)
     assert api.get(f"/api/v2/surveys/{survey['id']}", headers=second).status_code == 404
-    assert deliveries(api, second, second_config["id"]) == []
+    assert list_deliveries(api, second, second_config["id"]) == []
     listing = api.get(f"/api/v2/config/webhook/{first_config['id']}/deliveries", headers=second)
     assert listing.status_code == 404
     assert receiver.at(second_path) == []

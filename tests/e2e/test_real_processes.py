@@ -31,23 +31,26 @@ from core.clock import utcnow
 from core.database import Database, open_database, record_dict
 from core.tables import attempts, deliveries, outbox, webhook_configs
 from tests.e2e.harness import (
+    CONFIGS,
     WEBHOOKS,
-    Received,
-    Receiver,
     Stack,
+    attempts_of,
+    create_survey,
+    list_deliveries,
+    make_config,
     procfile,
     procfile_stack,
     serve_stack,
+    settled,
     stack_env,
-    wait_for,
 )
-from tests.servers import RedisServer, free_port, postgres_database, redis_server
+from tests.receivers import Received, Receiver
+from tests.servers import RedisServer, free_port, postgres_database, redis_server, wait_for
 
 pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 
-CONFIGS = "/api/v2/config/webhook"
 MAX_ATTEMPTS = 3
 # A back-off minimum far below the `Retry-After` the receiver asks for, and a maximum
 # above it (`Retry-After` is honoured up to the maximum).
@@ -90,12 +93,6 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with _api(stack) as client:
-        yield client
-
-
 @contextmanager
 def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
     """A new database of this test: SQLite for `serve`, PostgreSQL for `procfile`."""
@@ -107,69 +104,6 @@ def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def _api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.base_url, timeout=10)
-
-
-def make_config(
-    api: httpx.Client, headers: dict[str, str], url: str, events: list[str] | None = None
-) -> dict[str, Any]:
-    response = api.post(
-        CONFIGS,
-        json={"url": url, "subscribed_events": events or ["survey_created"]},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def create_survey(api: httpx.Client, headers: dict[str, str], patient: str) -> dict[str, Any]:
-    response = api.post("/api/v2/surveys", json={"patient_id": patient}, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def deliveries_of(api: httpx.Client, headers: dict[str, str], config_id: str) -> list[Any]:
-    response = api.get(f"{CONFIGS}/{config_id}/deliveries?limit=100", headers=headers)
-    assert response.status_code == 200, response.text
-    return list(response.json()["items"])
-
-
-def settled(
-    api: httpx.Client, headers: dict[str, str], config_id: str, count: int, status: str
-) -> list[dict[str, Any]]:
-    """Wait until the configuration has `count` deliveries, none pending; each must be
-    `status`."""
-
-    def done() -> list[dict[str, Any]] | None:
-        items = deliveries_of(api, headers, config_id)
-        ok = len(items) == count and all(item["status"] != "pending" for item in items)
-        return items if ok else None
-
-    items = list(wait_for(done, timeout_s=SETTLE_TIMEOUT_S, what=f"{count} settled deliveries"))
-    assert [item["status"] for item in items] == [status] * count, items
-    return items
-
-
-def attempts_of(
-    api: httpx.Client, headers: dict[str, str], config_id: str, delivery_id: str
-) -> list[dict[str, Any]]:
-    response = api.get(f"{CONFIGS}/{config_id}/deliveries/{delivery_id}", headers=headers)
-    assert response.status_code == 200, response.text
-    return list(response.json()["attempts"])
-
-
-def received(receiver: Receiver, path: str, count: int) -> list[Received]:
-    """Wait until the receiver has had `count` requests on `path`; exactly those."""
-    got = wait_for(
-        lambda: len(receiver.at(path)) >= count and receiver.at(path),
-        timeout_s=SETTLE_TIMEOUT_S,
-        what=f"{count} requests on {path}",
-    )
-    assert len(got) == count, [item.webhook_id for item in got]
-    return list(got)
 
 
 def in_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -233,7 +167,7 @@ def test_a_rotated_secret_signs_beside_the_old_one_until_the_grace_period_ends(
 
     # When an event is delivered during the grace period
     create_survey(api, headers, "during")
-    [during] = received(receiver, path, 1)
+    [during] = receiver.wait(path, 1, timeout_s=SETTLE_TIMEOUT_S)
 
     # Then it carries two signatures, one by each secret, and each secret verifies it
     assert sorted(signers(during, {"old": old, "new": new}), key=sorted) == [{"new"}, {"old"}]
@@ -248,14 +182,14 @@ def test_a_rotated_secret_signs_beside_the_old_one_until_the_grace_period_ends(
     )
     in_database(url, lambda db: db.execute(expire))
     create_survey(api, headers, "after")
-    after = received(receiver, path, 2)[1]
+    _, after = receiver.wait(path, 2, timeout_s=SETTLE_TIMEOUT_S)
 
     # Then only the new secret signs
     assert signers(after, {"old": old, "new": new}) == [{"new"}]
     assert Webhook(new).verify(after.body, after.headers) == after.json()
     with pytest.raises(WebhookVerificationError):
         Webhook(old).verify(after.body, after.headers)
-    settled(api, headers, config["id"], 2, "delivered")
+    settled(api, headers, config["id"], 2, status="delivered")
 
 
 # -- Retry-After (SPEC 7) ----------------------------------------------------------------
@@ -276,14 +210,14 @@ def test_retry_after_of_a_real_receiver_outweighs_a_shorter_back_off(
     create_survey(api, headers, "retry-after")
 
     # Then it is delivered on the second attempt, and the audit shows both
-    [item] = settled(api, headers, config["id"], 1, "delivered")
+    [item] = settled(api, headers, config["id"], 1, status="delivered")
     assert item["attempt_count"] == 2
     recorded = attempts_of(api, headers, config["id"], item["id"])
     assert [(a["number"], a["status_code"], a["error"]) for a in recorded] == [
         (1, 503, "http_status"),
         (2, 200, None),
     ]
-    first, second = received(receiver, path, 2)
+    first, second = receiver.wait(path, 2, timeout_s=SETTLE_TIMEOUT_S)
     assert first.webhook_id == second.webhook_id == item["id"]
     # and the second attempt started no earlier than Retry-After after the first
     started = [datetime.fromisoformat(a["started_at"]) for a in recorded]
@@ -365,22 +299,22 @@ def _make_prunable_rows(stack: Stack, receiver: Receiver) -> dict[str, str]:
     receiver.headers[pending_path] = {"Retry-After": "60"}
     gone_path = f"/status/{stack.port}/prune-gone"
     receiver.statuses[gone_path] = 410
-    with _api(stack) as api:
+    with stack.api() as api:
         ok = make_config(api, headers, receiver.url(f"/ok/{stack.port}/prune"))
         dead = make_config(api, headers, receiver.url(f"/dead/{stack.port}/prune"))
         pending = make_config(api, headers, receiver.url(pending_path), ["survey_finished"])
         held = make_config(api, headers, receiver.url(gone_path), ["survey_finished"])
         surveys = {name: create_survey(api, headers, name) for name in ("old", "recent", "new")}
-        settled(api, headers, ok["id"], 3, "delivered")
-        settled(api, headers, dead["id"], 3, "failed")
+        settled(api, headers, ok["id"], 3, status="delivered")
+        settled(api, headers, dead["id"], 3, status="failed")
         finish = api.patch(
             f"/api/v2/surveys/{surveys['old']['id']}", json={"status": "completed"}, headers=headers
         )
         assert finish.status_code == 200, finish.text
-        settled(api, headers, held["id"], 1, "held")
+        settled(api, headers, held["id"], 1, status="held")
 
         def attempted_once() -> bool:
-            items = deliveries_of(api, headers, pending["id"])
+            items = list_deliveries(api, headers, pending["id"])
             return [(item["status"], item["attempt_count"]) for item in items] == [("pending", 1)]
 
         wait_for(attempted_once, timeout_s=SETTLE_TIMEOUT_S, what="a pending delivery's attempt")
@@ -396,7 +330,7 @@ def _create_undispatched_event(stack: Stack, headers: dict[str, str]) -> None:
     if "web" not in stack.processes:
         stack.start("web", procfile()["web"])
         stack.wait_ready()
-    with _api(stack) as api:
+    with stack.api() as api:
         create_survey(api, headers, "unsent")
 
 
@@ -498,7 +432,7 @@ def _assert_blocked(
     """Each configuration's one delivery failed at its first attempt as a blocked
     target, and the receiver got nothing."""
     for config in configs.values():
-        [item] = settled(api, headers, config["id"], 1, "failed")
+        [item] = settled(api, headers, config["id"], 1, status="failed")
         assert item["attempt_count"] == 1
         [attempt] = attempts_of(api, headers, config["id"], item["id"])
         assert (attempt["status_code"], attempt["error"]) == (None, "blocked_target")
@@ -522,7 +456,7 @@ def test_a_worker_without_private_targets_blocks_a_loopback_url_saved_while_allo
             stack.start("worker", commands["worker"], env=without_private_targets(stack.env))
             stack.wait_ready()
             headers = stack.new_client("ssrf")
-            with _api(stack) as api:
+            with stack.api() as api:
                 # and configurations saved (by web) that point at 127.0.0.1
                 targets = _loopback_targets(receiver, port)
                 configs = {
@@ -545,7 +479,7 @@ def test_webhooks_serve_restarted_without_private_targets_blocks_a_saved_loopbac
     # Given configurations saved while private targets were allowed
     with serve_stack(url, tmp_path, **EXTRA_ENV) as allowed:
         headers = allowed.new_client("ssrf")
-        with _api(allowed) as api:
+        with allowed.api() as api:
             targets = _loopback_targets(receiver, allowed.port)
             configs = {kind: make_config(api, headers, target) for kind, target in targets.items()}
     # When the service runs again without the setting and an event is delivered
@@ -555,7 +489,7 @@ def test_webhooks_serve_restarted_without_private_targets_blocks_a_saved_loopbac
     try:
         stack.start("serve-guarded", f"{shlex.quote(WEBHOOKS)} serve")
         stack.wait_ready()
-        with _api(stack) as api:
+        with stack.api() as api:
             create_survey(api, headers, "ssrf")
             # Then the delivery fails as a blocked target and the receiver gets nothing
             _assert_blocked(api, headers, configs, receiver)

@@ -15,12 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.harness import procfile
 from tests.servers import free_port
 from tests.service.processes import process_env, run_webhooks, web_server
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # The seed's --data-raw bodies, byte for byte.
 CREATE = b"""{
@@ -42,14 +41,6 @@ TOKEN = "zGORr7q1I4egIr0c0eKXD7CMpIcjFooJ"
 VIEW = {"id", "url", "subscribed_events", "enabled"}
 
 
-def procfile_command(process: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return command.strip()
-    raise AssertionError(f"the Procfile declares no {process!r} process")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def seed_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.Client]:
     """`web` as the Procfile runs it, and a client that sends what curl sends."""
@@ -59,7 +50,7 @@ def seed_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.C
         database_url = str(request.getfixturevalue("postgresql_url"))
     port = free_port()
     env = process_env(DATABASE_URL=database_url, PORT=str(port))
-    command = ["bash", "-c", procfile_command("web")]
+    command = ["bash", "-c", procfile()["web"]]
     with web_server(command, env=env, port=port, log=tmp_path / "web.log") as base_url:
         created = run_webhooks("client", "create", "seed", env=env)
         assert created.returncode == 0, created.stderr
@@ -74,8 +65,7 @@ def seed_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.C
 
 
 def test_procfile_declares_the_three_processes() -> None:
-    names = [line.partition(":")[0] for line in (ROOT / "Procfile").read_text().splitlines()]
-    assert [name for name in names if name.strip()] == ["web", "poller", "worker"]
+    assert list(procfile()) == ["web", "poller", "worker"]
 
 
 def test_seed_curl_examples(seed_api: httpx.Client) -> None:

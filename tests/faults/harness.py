@@ -1,6 +1,6 @@
-"""Fault injection on top of `tests.e2e.harness`: a receiver that fails on demand, a
-stack whose processes can be killed and replaced, steady traffic through the API, a
-read-only view of the database, and the per-fault figures.
+"""Fault injection on top of `tests.e2e.harness` and `tests.receivers`: a receiver that
+fails on demand, a stack whose processes can be killed and replaced, steady traffic
+through the API, a read-only view of the database, and the per-fault figures.
 
 Vocabulary: a *tenant* is one API client with two configurations (one subscribed to
 both event types, one to `survey_created` only), so each event is subscribed by one or
@@ -31,11 +31,21 @@ import httpx
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
 
 from core.database import Database, open_database, record_dict
 from core.tables import deliveries, outbox, surveys, webhook_configs
-from tests.e2e.harness import Process, Received, Receiver, Stack, procfile, wait_for
+from tests.e2e.harness import Process, Stack, procfile
+from tests.receivers import (
+    ENDLESS_CHUNK,
+    ENDLESS_INTERVAL_S,
+    HOLD_MAX_S,
+    TRICKLE_INTERVAL_S,
+    Endless,
+    Received,
+    Receiver,
+    disconnected,
+)
+from tests.servers import wait_for
 
 Pair = tuple[str, str, str]
 """(configuration id, event type, survey id)."""
@@ -74,14 +84,8 @@ class Mode(StrEnum):
 TIMED_OUT = 0
 """The status recorded for a request that the receiver held past the service's timeout
 (or whose body it trickled past it). An `ENDLESS` body is recorded as 200: the worker
-reads its first 16 KiB and takes the answer."""
-HOLD_MAX_S = 60.0
-"""`SILENT` and `ENDLESS` give up after this, whatever the client does."""
-ENDLESS_CHUNK = b"x" * 65536
-ENDLESS_INTERVAL_S = 0.01
-"""6.4 MB/s a request: a worker that kept it all would grow by tens of MB a second."""
-TRICKLE_INTERVAL_S = 0.1
-"""A byte every 0.1 s: never the 16 KiB a worker reads, always something new."""
+reads its first 16 KiB and takes the answer. `SILENT` and `ENDLESS` give up after
+`HOLD_MAX_S`, whatever the client does."""
 
 
 @dataclass
@@ -92,40 +96,6 @@ class Answered(Received):
     @property
     def accepted(self) -> bool:
         return 200 <= self.status < 300
-
-
-class _Endless(Response):
-    """200, then `chunk` every `interval_s` until the client goes away; `on_end` runs
-    when it does."""
-
-    def __init__(self, on_end: Callable[[], None], *, chunk: bytes, interval_s: float) -> None:
-        super().__init__(status_code=200)
-        # No Content-Length: the body has no end.
-        self.raw_headers = [(b"content-type", b"application/octet-stream")]
-        self._on_end = on_end
-        self._chunk = chunk
-        self._interval_s = interval_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            deadline = time.monotonic() + HOLD_MAX_S
-            while not gone.is_set() and time.monotonic() < deadline:
-                await send({"type": "http.response.body", "body": self._chunk, "more_body": True})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(gone.wait(), self._interval_s)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            self._on_end()
 
 
 @dataclass
@@ -186,9 +156,9 @@ class FaultReceiver(Receiver):
             self.in_flight += 1
         ended = partial(self._ended, item.path, began)
         if mode is Mode.ENDLESS:
-            return _Endless(ended, chunk=ENDLESS_CHUNK, interval_s=ENDLESS_INTERVAL_S)
+            return Endless(chunk=ENDLESS_CHUNK, interval_s=ENDLESS_INTERVAL_S, on_end=ended)
         if mode is Mode.TRICKLE:
-            return _Endless(ended, chunk=b"x", interval_s=TRICKLE_INTERVAL_S)
+            return Endless(chunk=b"x", interval_s=TRICKLE_INTERVAL_S, on_end=ended)
         try:
             if mode is Mode.SLOW:
                 await asyncio.sleep(self.slow_s)
@@ -196,7 +166,7 @@ class FaultReceiver(Receiver):
                 await asyncio.sleep(self.hang_s)
             elif mode is Mode.SILENT:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_disconnected(request), HOLD_MAX_S)
+                    await asyncio.wait_for(disconnected(request), HOLD_MAX_S)
         finally:
             ended()
         return PlainTextResponse("nope" if status == 503 else "ok", status_code=status or 200)
@@ -205,12 +175,6 @@ class FaultReceiver(Receiver):
         with self._lock:
             self.in_flight -= 1
             self.spans.append((path, began, time.monotonic()))
-
-
-async def _disconnected(request: Request) -> None:
-    """Return once the client has gone away (the body has been read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 # -- the processes -----------------------------------------------------------------
@@ -745,6 +709,17 @@ class Audit:
             undispatched=sum(1 for event in events if event["dispatched_at"] is None),
             survey_ids=survey_ids,
         )
+
+    def fan_out(self, client_id: str) -> tuple[int, int]:
+        """(fanned out, not yet): how many of the client's events a poller has dispatched
+        (committed), and how many wait for one."""
+        [row] = self.rows(
+            sa.select(
+                sa.func.count(outbox.c.dispatched_at).label("dispatched"),
+                sa.func.count().label("events"),
+            ).where(outbox.c.client_id == client_id)
+        )
+        return int(row["dispatched"]), int(row["events"] - row["dispatched"])
 
     def half_written(self, client_id: str) -> list[str]:
         """SPEC 7's one transaction, checked: each survey has exactly one

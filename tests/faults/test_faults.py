@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.harness import WEBHOOKS, Process, procfile, stack_env, wait_for
+from tests.e2e.harness import WEBHOOKS, Process, procfile, stack_env
 from tests.faults.harness import (
     Allowance,
     Audit,
@@ -76,6 +76,7 @@ from tests.servers import (
     postgres_database,
     postgres_instance,
     redis_server,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -98,6 +99,9 @@ INJECT_AFTER_SURVEYS = 100
 CONVERGE_TIMEOUT_S = 120.0
 PROBE_TIMEOUT_S = 30.0
 BACKLOG_MESSAGES = 20
+# Events a stopped poller leaves (about 1.6 s of traffic, 100 deliveries): its next
+# round makes several messages of `workers.actor.BATCH_SIZE` (16) deliveries.
+PILED_UP_EVENTS = 60
 # Dramatiq's Redis lists of message ids that no worker has fetched yet (ready, delayed).
 QUEUE_LISTS = ("dramatiq:deliveries", "dramatiq:deliveries.DQ")
 DB_CONFLICT_WORDS = ("IntegrityError", "UniqueViolation")
@@ -418,8 +422,9 @@ def test_worker_killed_in_the_middle_of_requests(env: Env, suite: Suite) -> None
 
     def inject() -> str:
         env.receiver.mode = Mode.SLOW
+        # 8 open at once is every lane of both workers (2 configurations, 2 requests to
+        # each a worker), so the one killed has requests open: they last `slow_s`.
         wait_for(lambda: env.receiver.in_flight >= 8, timeout_s=30, what="requests in flight")
-        time.sleep(0.3)
         in_flight_at_kill.append(env.receiver.in_flight)
         env.stack.kill(env.stack.names("worker")[0])
         env.receiver.mode = Mode.OK
@@ -452,23 +457,36 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
     # and those after the first are never sent (Redis still runs the first one, which
     # sat in its socket buffer, when it resumes).
     def inject() -> str:
-        assert env.redis.process is not None
+        assert env.redis.process is not None and env.traffic is not None
+        client_id = env.traffic.tenant.client_id
         pollers = [env.stack.processes[name] for name in env.stack.names("poller")]
         for poller in pollers:
             poller.signal(signal.SIGSTOP)
-        time.sleep(2.0)
+        wait_for(
+            lambda: env.audit.fan_out(client_id)[1] >= PILED_UP_EVENTS,
+            timeout_s=30,
+            what=f"{PILED_UP_EVENTS} events waiting for a poller",
+        )
         os.kill(env.redis.process.pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
         try:
+            dispatched, waiting = env.audit.fan_out(client_id)
             for poller in pollers:
                 poller.signal(signal.SIGCONT)
-            time.sleep(1.5)
+            # A fan-out committed since: its poller is in (or on its way to) its enqueue.
+            wait_for(
+                lambda: env.audit.fan_out(client_id)[0] > dispatched,
+                timeout_s=30,
+                what="a poller to fan out the events that piled up",
+            )
             for poller in pollers:
                 env.stack.kill(poller.name)
         finally:
             os.kill(env.redis.process.pid, signal.SIGCONT)
         for _ in pollers:
             env.stack.start_role("poller")
-        return "blocked in enqueue (Redis paused 1.5 s)"
+        paused_s = time.monotonic() - paused_at
+        return f"{waiting} events piled up; blocked in enqueue (Redis paused {paused_s:.1f} s)"
 
     row = run_fault(
         env, suite, "poller SIGKILL between fan-out and enqueue", inject, inject_after=100
@@ -929,7 +947,7 @@ def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> 
         dropped.append(env.queued())
         env.redis.stop()
         env.receiver.mode = Mode.OK
-        time.sleep(2.0)
+        time.sleep(2.0)  # the outage itself, not a wait for anything
         env.redis.start()
         return f"{dropped[0]} unfetched messages lost"
 
@@ -941,7 +959,7 @@ def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> 
 def test_receiver_answers_503_for_a_while(env: Env, suite: Suite) -> None:
     def inject() -> str:
         env.receiver.mode = Mode.UNAVAILABLE
-        time.sleep(3.0)
+        time.sleep(3.0)  # the fault's length, not a wait for anything
         env.receiver.mode = Mode.OK
         return ""
 
@@ -953,7 +971,7 @@ def test_receiver_answers_503_for_a_while(env: Env, suite: Suite) -> None:
 def test_receiver_times_out_for_a_while(env: Env, suite: Suite) -> None:
     def inject() -> str:
         env.receiver.mode = Mode.HANGING
-        time.sleep(4.0)
+        time.sleep(4.0)  # the fault's length, not a wait for anything
         env.receiver.mode = Mode.OK
         return f"held {env.receiver.hang_s} s, timeout {SETTINGS['WEBHOOKS_REQUEST_TIMEOUT_S']} s"
 
@@ -1012,8 +1030,8 @@ def test_serve_killed_and_restarted_on_sqlite(serve_env: Env, suite: Suite) -> N
 
     def inject() -> str:
         serve_env.receiver.mode = Mode.SLOW
+        # Every lane open (2 configurations, 2 requests to each): they last `slow_s`.
         wait_for(lambda: serve_env.receiver.in_flight >= 4, timeout_s=30, what="requests in flight")
-        time.sleep(0.3)
         in_flight = serve_env.receiver.in_flight
         stack.kill(stack.names("serve")[0])
         serve_env.receiver.mode = Mode.OK
@@ -1119,7 +1137,7 @@ def test_no_secret_in_any_process_log(env: Env, suite: Suite) -> None:
     # Given tokens and secrets that went through successful and failing attempts
     def inject() -> str:
         env.receiver.mode = Mode.UNAVAILABLE
-        time.sleep(1.0)
+        time.sleep(1.0)  # the fault's length, not a wait for anything
         env.receiver.mode = Mode.OK
         return ""
 

@@ -7,8 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,7 +21,6 @@ from tests.outbox.helpers import (
     connected,
     deliveries_of,
     eventually,
-    isolated_database_url,
     new_client_id,
     new_config,
 )
@@ -209,13 +207,6 @@ async def test_run_keeps_polling_after_a_failed_round(idb: Database) -> None:
         # Then the deliveries of the failed round are enqueued by a later one's sweep
         await eventually(enqueued, timeout_s=5)
     assert set(queue.ids) == await _pending_ids(idb, client_id)
-
-
-@pytest.fixture
-def pg_url(postgresql_url: str, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty PostgreSQL database of this test alone."""
-    with isolated_database_url(postgresql_url, tmp_path) as url:
-        yield url
 
 
 async def test_a_round_whose_connection_died_mid_transaction_does_not_stick(pg_url: str) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -38,14 +38,6 @@ OLDER_THAN = timedelta(days=30)
 CUTOFF = NOW - OLDER_THAN
 OLD = CUTOFF - timedelta(seconds=1)
 NEW = CUTOFF + timedelta(seconds=1)
-
-
-@pytest.fixture
-async def own_db(isolated_url: str) -> AsyncIterator[Database]:
-    database = open_database(isolated_url)
-    await database.connect()
-    yield database
-    await database.disconnect()
 
 
 async def _config(db: Database) -> dict[str, Any]:
@@ -111,10 +103,10 @@ async def _count(db: Database, table: sa.Table) -> int:
 
 
 async def test_prune_removes_old_final_deliveries_with_their_attempts_and_keeps_the_rest(
-    own_db: Database,
+    idb: Database,
 ) -> None:
     # Given old and new deliveries in every status, and old and new outbox rows
-    db = own_db
+    db = idb
     config = await _config(db)
     old_delivered = await _final_delivery(db, config, "delivered", OLD)
     old_failed = await _final_delivery(db, config, "failed", OLD, tries=3)
@@ -156,26 +148,26 @@ async def test_prune_removes_old_final_deliveries_with_their_attempts_and_keeps_
     assert old_dispatched not in await _outbox_event_ids(db)
 
 
-async def test_prune_of_an_empty_database_removes_nothing(own_db: Database) -> None:
-    assert await prune(own_db, older_than=timedelta(0), now=NOW) == Pruned(0, 0, 0)
+async def test_prune_of_an_empty_database_removes_nothing(idb: Database) -> None:
+    assert await prune(idb, older_than=timedelta(0), now=NOW) == Pruned(0, 0, 0)
 
 
-async def test_a_second_prune_finds_nothing_more(own_db: Database) -> None:
-    config = await _config(own_db)
-    await _final_delivery(own_db, config, "delivered", OLD)
-    await _outbox_row(own_db, config["client_id"], OLD, dispatched=True)
+async def test_a_second_prune_finds_nothing_more(idb: Database) -> None:
+    config = await _config(idb)
+    await _final_delivery(idb, config, "delivered", OLD)
+    await _outbox_row(idb, config["client_id"], OLD, dispatched=True)
 
-    assert await prune(own_db, older_than=OLDER_THAN, now=NOW) == Pruned(1, 2, 1)
-    assert await prune(own_db, older_than=OLDER_THAN, now=NOW) == Pruned(0, 0, 0)
+    assert await prune(idb, older_than=OLDER_THAN, now=NOW) == Pruned(1, 2, 1)
+    assert await prune(idb, older_than=OLDER_THAN, now=NOW) == Pruned(0, 0, 0)
 
 
 async def test_more_rows_than_one_batch_are_all_removed(
-    own_db: Database, monkeypatch: pytest.MonkeyPatch
+    idb: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a batch of 4 and 2.5 batches of old deliveries (plus an exact multiple of
     # outbox rows, where a full last batch must not stop the loop early)
     monkeypatch.setattr(retention, "PRUNE_BATCH", 4)
-    db = own_db
+    db = idb
     config = await _config(db)
     for _ in range(10):
         await _final_delivery(db, config, "delivered", OLD, tries=1)
@@ -193,11 +185,11 @@ async def test_more_rows_than_one_batch_are_all_removed(
 
 
 async def test_each_batch_is_its_own_transaction(
-    own_db: Database, monkeypatch: pytest.MonkeyPatch
+    idb: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch that fails leaves the batches before it pruned and nothing half-done."""
     monkeypatch.setattr(retention, "PRUNE_BATCH", 3)
-    db = own_db
+    db = idb
     config = await _config(db)
     for _ in range(7):
         await _final_delivery(db, config, "failed", OLD, tries=2)
@@ -221,12 +213,12 @@ async def test_each_batch_is_its_own_transaction(
 
 
 async def test_a_redelivery_that_commits_while_prune_runs_is_not_deleted(
-    own_db: Database, database_url: str
+    idb: Database, database_url: str
 ) -> None:
     """`redeliver` makes a failed delivery pending again; if that commits between prune
     reading the batch's ids and deleting them, the delivery must survive (the API said
     202), or the redelivery must find it gone. Never: 202, then the row disappears."""
-    db = own_db
+    db = idb
     config = await _config(db)
     delivery_id = await _final_delivery(db, config, "failed", OLD)
     other = open_database(str(db.url))
@@ -303,8 +295,8 @@ def _poller(db: Database, *, retention_s: float, prune_interval_s: float) -> Pol
     )
 
 
-async def test_the_poller_prunes_what_is_older_than_the_retention(own_db: Database) -> None:
-    db = own_db
+async def test_the_poller_prunes_what_is_older_than_the_retention(idb: Database) -> None:
+    db = idb
     config = await _config(db)
     now = datetime.now(UTC)
     old = await _final_delivery(db, config, "delivered", now - timedelta(days=91), tries=1)
@@ -323,9 +315,9 @@ async def test_the_poller_prunes_what_is_older_than_the_retention(own_db: Databa
 
 
 async def test_the_poller_prunes_once_per_interval_and_never_without_a_retention(
-    own_db: Database,
+    idb: Database,
 ) -> None:
-    db = own_db
+    db = idb
     config = await _config(db)
     now = datetime.now(UTC)
     await _final_delivery(db, config, "failed", now - timedelta(days=2), tries=1)
@@ -457,10 +449,10 @@ async def _bulk_delivered(db: Database, config: dict[str, Any], count: int, at: 
 
 
 async def test_prune_rate(
-    own_db: Database, database_url: str, capsys: pytest.CaptureFixture[str]
+    idb: Database, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Measured, not asserted: the figure goes into the retention report."""
-    db = own_db
+    db = idb
     config = await _config(db)
     await _bulk_delivered(db, config, RATE_DELIVERIES, OLD)
     # Recent rows that every batch's scan has to skip, as in a live database

@@ -5,16 +5,15 @@ Time is moved with freezegun; every test has a database of its own (both backend
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from core.database import Database
 from outbox.sweep import sweep_stranded
+from tests.conftest import CLOCK_START
 from tests.outbox.helpers import (
     connected,
     delivery,
@@ -23,17 +22,10 @@ from tests.outbox.helpers import (
     new_delivery,
 )
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+T0 = CLOCK_START
 GRACE_S = 60.0
 GRACE = timedelta(seconds=GRACE_S)
 SECOND = timedelta(seconds=1)
-
-
-@pytest.fixture
-def clock() -> Iterator[FrozenDateTimeFactory]:
-    with freeze_time(T0, real_asyncio=True) as frozen:
-        assert isinstance(frozen, FrozenDateTimeFactory)
-        yield frozen
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -574,35 +574,13 @@ FAKE_DNS = {
 }
 
 
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Names in FAKE_DNS resolve to their addresses; every other name resolves as usual."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in FAKE_DNS:
-            return real(host, port, *args, **kwargs)
-        return [
-            (
-                socket.AF_INET6 if ":" in address else socket.AF_INET,
-                socket.SOCK_STREAM,
-                6,
-                "",
-                (address, 0, 0, 0) if ":" in address else (address, 0),
-            )
-            for address in FAKE_DNS[host]
-        ]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-@pytest.mark.usefixtures("fake_dns")
 @pytest.mark.parametrize(
     "host", ["intranet.example", "metadata.example", "loopback6.example", "mixed.example"]
 )
 async def test_a_name_that_resolves_to_a_private_address_is_refused(
-    guarded: tuple[httpx.AsyncClient, dict[str, str]], host: str
+    guarded: tuple[httpx.AsyncClient, dict[str, str]], fake_dns: dict[str, list[str]], host: str
 ) -> None:
+    fake_dns.update(FAKE_DNS)
     api, auth = guarded
     url = f"https://{host}/hook"
     assert error_fields(await api.post(CONFIGS, json=config_body(url=url), headers=auth)) == ["url"]
@@ -614,16 +592,36 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused(
 # --- concurrent rotations ---------------------------------------------------------------
 
 
-async def _wait_for_lock_waiters(database_url: str, count: int) -> None:
-    """Until `count` sessions wait for a row lock (PostgreSQL); SQLite writers wait in
-    `BEGIN IMMEDIATE`, which is not observable, so give them a moment instead."""
+@pytest.fixture
+def sqlite_started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every statement that the SQLite connections opened from now on start
+    to run, in order: SQLite calls the trace callback as a statement starts, before it
+    waits for any lock (PostgreSQL shows its waiters instead, see `_wait_for_waiters`)."""
+    started: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.set_trace_callback(started.append)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    return started
+
+
+async def _wait_for_waiters(database_url: str, count: int, sqlite_started: list[str]) -> None:
+    """Until `count` rotations wait for the row's lock: on PostgreSQL, sessions that
+    wait for a lock; on SQLite, rotations whose UPDATE has started (it then waits in
+    SQLite's busy handler, which nothing shows)."""
+    deadline = time.monotonic() + 5
     if not database_url.startswith("postgresql"):
-        await asyncio.sleep(0.2)
+        while sum(_is_rotation(sql) for sql in list(sqlite_started)) < count:
+            assert time.monotonic() < deadline, "the rotations never waited for the lock"
+            await asyncio.sleep(0.01)
         return
     db = open_database(database_url)
     await db.connect()
     try:
-        deadline = time.monotonic() + 5
         query = sa.text(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -635,8 +633,16 @@ async def _wait_for_lock_waiters(database_url: str, count: int) -> None:
         await db.disconnect()
 
 
+def _is_rotation(sql: str) -> bool:
+    return sql.startswith("UPDATE webhook_configs SET") and "previous_signing_secret" in sql
+
+
 async def test_concurrent_rotations_lose_no_secret(
-    database_url: str, app: Starlette, api: httpx.AsyncClient, auth: dict[str, str]
+    database_url: str,
+    sqlite_started: list[str],  # before `app`, so that its connections are traced
+    app: Starlette,
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
 ) -> None:
     """Two rotations that overlap must chain: the later one's previous secret is the
     earlier one's new secret, never the secret both of them first read."""
@@ -653,7 +659,7 @@ async def test_concurrent_rotations_lose_no_secret(
                 .values(updated_at=utcnow())
             )
             rotations = [asyncio.create_task(api.post(rotate, headers=auth)) for _ in range(2)]
-            await _wait_for_lock_waiters(database_url, 2)
+            await _wait_for_waiters(database_url, 2, sqlite_started)
         # when the lock is released and both complete,
         answers = await asyncio.gather(*rotations)
     finally:

@@ -5,7 +5,7 @@ Prometheus text whose gauges follow the database."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -22,7 +22,7 @@ from outbox.fanout import fan_out_batch
 from service.app import BrokerCheck, create_app
 from service.processes import _redis_check
 from tests.conftest import make_settings
-from tests.servers import PG_ADMIN_URL, RedisServer, postgres_database, redis_server
+from tests.servers import PG_ADMIN_URL, RedisServer, postgres_database
 
 SPEC_NAMES = {
     "webhooks_deliveries_total",
@@ -103,13 +103,6 @@ async def test_readyz_is_503_json_when_the_broker_check_reports_an_error(
         "checks": {"database": "ok", "broker": "error: ConnectionError"},
     }
     assert alive.status_code == 200
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test alone: it is stopped halfway through."""
-    with redis_server() as server:
-        yield server
 
 
 @pytest.mark.e2e

@@ -5,8 +5,7 @@ back, the same process serves again without a restart."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,19 +14,13 @@ from sqlalchemy.engine import make_url
 from core.clients import create_client
 from service.app import create_app
 from tests.conftest import make_settings
-from tests.outbox.helpers import eventually, isolated_database_url
+from tests.outbox.helpers import eventually
 from tests.servers import TcpProxy
 from tests.service.support import assert_error
 
 SURVEYS = "/api/v2/surveys"
 # Far beyond a refused connection's few milliseconds: a request that takes this long hangs.
 HANG_S = 5.0
-
-
-@pytest.fixture
-def pg_url(postgresql_url: str, tmp_path: Path) -> Iterator[str]:
-    with isolated_database_url(postgresql_url, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

@@ -9,13 +9,11 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import dramatiq
 import pytest
-from aiohttp import web
 from standardwebhooks import Webhook
 
 import core.database
@@ -30,63 +28,25 @@ from tests.outbox.helpers import (
     new_config,
     new_delivery,
 )
-from tests.servers import free_port
+from tests.receivers import SPEC_HEADERS, Receiver
 from workers.actor import BATCH_SIZE, QUEUE_NAME
 from workers.broker import create_broker, enqueue_deliveries, start_worker
 from workers.errors import TargetBlocked
 
 MIN_BACKOFF_MS = 100
 DEADLINE_S = 15.0
-SPEC_HEADERS = (
-    "content-type",
-    "x-webhook-infermedica-token",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "user-agent",
-)
-
-
-@dataclass
-class Hit:
-    at: float
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A real HTTP receiver in the test's event loop that answers `statuses` in turn
-    (the last one repeats)."""
-
-    port: int
-    statuses: list[int] = field(default_factory=lambda: [200])
-    hits: list[Hit] = field(default_factory=list)
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}/hook"
-
-    delay_s: float = 0.0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        hit = Hit(time.monotonic(), {k.lower(): v for k, v in request.headers.items()}, b"")
-        hit.body = await request.read()
-        self.hits.append(hit)
-        status = self.statuses[min(len(self.hits), len(self.statuses)) - 1]
-        await asyncio.sleep(self.delay_s)
-        return web.Response(status=status, text=f"answer {len(self.hits)}")
+# Paths of the receiver (see `tests.receivers.Receiver`).
+HOOK = "/ok/hook"
+FLAKY = "/turns/500,500,200/hook"
+FIRST_FAILS = "/turns/500,200/hook"
+SLOW = "/slow/0.5/hook"
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver(port=free_port())
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
-    yield receiver
-    await runner.cleanup()
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (`tests.receivers`), in a thread of its own."""
+    with Receiver().running() as running:
+        yield running
 
 
 @pytest.fixture
@@ -131,7 +91,7 @@ async def _running_worker(threads: int = 2) -> AsyncIterator[dramatiq.Broker]:
     try:
         yield broker
     finally:
-        # The receiver lives in this loop: never block it while the worker may call it.
+        # Off the loop: stop() waits for the worker's threads.
         await asyncio.to_thread(worker.stop)
         broker.close()
     assert workers.actor._deliverer is None, "worker.stop() closes the deliverer"
@@ -160,8 +120,7 @@ async def test_a_flaky_receiver_gets_the_delivery_on_the_third_attempt(
     broker: dramatiq.Broker, idb: Database, receiver: Receiver
 ) -> None:
     # Given a receiver that fails twice with 500 and then answers 200
-    receiver.statuses = [500, 500, 200]
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(FLAKY))
     delivery_id = await new_delivery(idb, config, content={"id": "s-1"})
 
     # When the delivery is enqueued
@@ -175,30 +134,31 @@ async def test_a_flaky_receiver_gets_the_delivery_on_the_third_attempt(
     assert [a["number"] for a in attempts] == [1, 2, 3]
     assert [a["status_code"] for a in attempts] == [500, 500, 200]
     assert [a["error"] for a in attempts] == ["http_status", "http_status", None]
-    assert [a["response_body"] for a in attempts] == [f"answer {n}" for n in (1, 2, 3)]
-    assert len(receiver.hits) == 3
-    first_gap = receiver.hits[1].at - receiver.hits[0].at
-    second_gap = receiver.hits[2].at - receiver.hits[1].at
+    assert [a["response_body"] for a in attempts] == ["nope", "nope", "ok"]
+    hits = receiver.at(FLAKY)
+    assert len(hits) == 3
+    first_gap = hits[1].at - hits[0].at
+    second_gap = hits[2].at - hits[1].at
     assert first_gap >= MIN_BACKOFF_MS * 0.8 / 1000
     assert second_gap >= 4 * MIN_BACKOFF_MS * 0.8 / 1000
     assert second_gap > first_gap
     started = [a["started_at"] for a in attempts]
     assert started[2] - started[1] > started[1] - started[0]
     # and every request was the same signed message
-    for hit in receiver.hits:
+    for hit in hits:
         headers = {name: hit.headers[name] for name in SPEC_HEADERS}
         assert headers["webhook-id"] == delivery_id
         assert Webhook(config["signing_secret"]).verify(hit.body, headers) == {
             "event_type": "survey_created",
             "content": {"id": "s-1"},
         }
-    assert len({hit.body for hit in receiver.hits}) == 1
+    assert len({hit.body for hit in hits}) == 1
 
 
 async def test_a_duplicate_message_sends_nothing_more(
     broker: dramatiq.Broker, idb: Database, receiver: Receiver
 ) -> None:
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(HOOK))
     delivery_id = await new_delivery(idb, config)
 
     enqueue_deliveries(broker, [delivery_id])
@@ -206,21 +166,21 @@ async def test_a_duplicate_message_sends_nothing_more(
     enqueue_deliveries(broker, [delivery_id, delivery_id])
     await asyncio.to_thread(broker.join, QUEUE_NAME, timeout=int(DEADLINE_S * 1000))
 
-    assert len(receiver.hits) == 1
+    assert len(receiver.received) == 1
     assert len(await attempts_of(idb, delivery_id)) == 1
 
 
 async def test_many_deliveries_share_one_deliverer(
     broker: dramatiq.Broker, idb: Database, receiver: Receiver
 ) -> None:
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(HOOK))
     ids = [await new_delivery(idb, config) for _ in range(10)]
 
     enqueue_deliveries(broker, ids)
     for delivery_id in ids:
         await _wait_for_status(idb, delivery_id, "delivered")
 
-    assert sorted(hit.headers["webhook-id"] for hit in receiver.hits) == sorted(ids)
+    assert sorted(hit.headers["webhook-id"] for hit in receiver.received) == sorted(ids)
     assert workers.actor._deliverer is not None
 
 
@@ -229,7 +189,7 @@ async def test_a_blocked_target_fails_after_one_attempt(
     broker: dramatiq.Broker, idb: Database, receiver: Receiver
 ) -> None:
     # Given private targets are refused and a configuration that points at 127.0.0.1
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(HOOK))
     delivery_id = await new_delivery(idb, config)
 
     # When the delivery is enqueued
@@ -247,13 +207,13 @@ async def test_a_blocked_target_fails_after_one_attempt(
         None,
         "blocked_target",
     )
-    assert receiver.hits == []
+    assert receiver.received == []
 
 
 async def test_the_body_is_sent_as_stored(
     broker: dramatiq.Broker, idb: Database, receiver: Receiver
 ) -> None:
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(HOOK))
     delivery_id = await new_delivery(
         idb, config, event_type="survey_finished", content={"answers": {"q": "ü"}}
     )
@@ -261,7 +221,7 @@ async def test_the_body_is_sent_as_stored(
     enqueue_deliveries(broker, [delivery_id])
     row = await _wait_for_status(idb, delivery_id, "delivered")
 
-    [hit] = receiver.hits
+    [hit] = receiver.received
     assert hit.body == row["body"].encode()
     assert json.loads(hit.body) == {
         "event_type": "survey_finished",
@@ -292,7 +252,7 @@ async def test_a_second_worker_in_the_process_starts_its_deliverer(
         return database
 
     monkeypatch.setattr(workers.actor, "open_database", slow_to_connect)
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(HOOK))
 
     # When one worker runs and stops, and then another starts in the same process
     # (each Worker boots its own event loop), each getting several messages at once
@@ -309,14 +269,13 @@ async def test_stopping_the_worker_lets_the_delivery_in_flight_finish(
     actor_settings: Settings, fresh_process: None, idb: Database, receiver: Receiver
 ) -> None:
     # Given a receiver that takes half a second to answer, and a delivery in flight to it
-    receiver.delay_s = 0.5
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(SLOW))
     delivery_id = await new_delivery(idb, config)
     async with _running_worker() as broker:
         enqueue_deliveries(broker, [delivery_id])
 
         async def in_flight() -> bool:
-            return len(receiver.hits) == 1
+            return len(receiver.at(SLOW)) == 1
 
         await eventually(in_flight, timeout_s=DEADLINE_S)
         deliverer = workers.actor._deliverer
@@ -363,8 +322,7 @@ async def test_a_failed_delivery_of_a_batch_is_retried_on_its_own(
     broker: dramatiq.Broker, idb: Database, receiver: Receiver
 ) -> None:
     # Given a receiver that fails the first request it gets and accepts the rest
-    receiver.statuses = [500, 200]
-    config = await new_config(idb, await new_client_id(idb), url=receiver.url())
+    config = await new_config(idb, await new_client_id(idb), url=receiver.url(FIRST_FAILS))
     ids = [await new_delivery(idb, config) for _ in range(3)]
 
     # When the three are sent in one message
@@ -376,6 +334,6 @@ async def test_a_failed_delivery_of_a_batch_is_retried_on_its_own(
     assert sorted(row["attempt_count"] for row in rows) == [1, 1, 2]
     [retried] = [row["id"] for row in rows if row["attempt_count"] == 2]
     assert [a["status_code"] for a in await attempts_of(idb, retried)] == [500, 200]
-    hits = [hit.headers["webhook-id"] for hit in receiver.hits]
+    hits = [hit.webhook_id for hit in receiver.at(FIRST_FAILS)]
     assert sorted(hits) == sorted([*ids, retried])
     assert hits[0] == hits[-1] == retried

@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +35,7 @@ from tests.outbox.helpers import (
     new_config,
     new_delivery,
 )
+from tests.receivers import SPEC_HEADERS, Script
 from workers.delivery import Deliverer, Outcome
 from workers.store import Status
 from workers.transport import MAX_RESPONSE_BODY_BYTES, create_client
@@ -55,32 +55,6 @@ CONTENT = {
 }
 # Headers the HTTP client adds on its own; everything else must be SPEC 6's.
 TRANSPORT_HEADERS = {"host", "content-length", "accept", "accept-encoding", "connection"}
-SPEC_HEADERS = {
-    "content-type",
-    "x-webhook-infermedica-token",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "user-agent",
-}
-
-Reply = httpx.Response | Exception
-
-
-@dataclass
-class Receiver:
-    """A scripted receiver: answers with `replies` in turn (the last one repeats)."""
-
-    replies: list[Reply] = field(default_factory=lambda: [httpx.Response(200, text="ok")])
-    requests: list[httpx.Request] = field(default_factory=list)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
 
 MakeDeliverer = Callable[..., Deliverer]
 
@@ -92,7 +66,7 @@ async def make_deliverer(
     """`make_deliverer(receiver, **settings)`: a Deliverer whose HTTP goes to `receiver`."""
     clients: list[httpx.AsyncClient] = []
 
-    def make(receiver: Receiver, **overrides: object) -> Deliverer:
+    def make(receiver: Script, **overrides: object) -> Deliverer:
         values: dict[str, object] = {
             "WEBHOOKS_MAX_ATTEMPTS": MAX_ATTEMPTS,
             "WEBHOOKS_MIN_BACKOFF_MS": MIN_BACKOFF_MS,
@@ -128,7 +102,7 @@ def _webhook_headers(request: httpx.Request) -> dict[str, str]:
 async def test_the_request_is_exactly_spec_6(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    receiver = Receiver()
+    receiver = Script()
     delivery_id = await _delivery_id(db, config)
     sent_at = int(time.time())
 
@@ -160,7 +134,7 @@ async def test_during_a_rotation_both_secrets_verify(
     old = config["signing_secret"]
     new = await configs.rotate_secret(db, config["client_id"], config["id"])
     assert new is not None
-    receiver = Receiver()
+    receiver = Script()
     delivery_id = await _delivery_id(db, config)
 
     # When a delivery is sent
@@ -179,7 +153,7 @@ async def test_during_a_rotation_both_secrets_verify(
 async def test_every_retry_carries_the_same_webhook_id(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    receiver = Receiver([httpx.Response(500), httpx.Response(200)])
+    receiver = Script([httpx.Response(500), httpx.Response(200)])
     deliverer = make_deliverer(receiver)
     delivery_id = await _delivery_id(db, config)
 
@@ -208,7 +182,7 @@ async def test_the_process_client_follows_no_redirects() -> None:
 async def test_a_2xx_delivers(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
 ) -> None:
-    receiver = Receiver([httpx.Response(status_code, text="thanks")])
+    receiver = Script([httpx.Response(status_code, text="thanks")])
     delivery_id = await _delivery_id(db, config)
     before = utcnow()
 
@@ -237,7 +211,7 @@ async def test_a_500_backs_off_and_records_the_first_16_kib(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
     # Given a receiver that fails with a 20 KiB body
-    receiver = Receiver([httpx.Response(500, text="e" * (20 * 1024))])
+    receiver = Script([httpx.Response(500, text="e" * (20 * 1024))])
     delivery_id = await _delivery_id(db, config)
 
     # When the delivery is attempted
@@ -267,7 +241,7 @@ async def test_a_500_backs_off_and_records_the_first_16_kib(
 async def test_retry_after_is_honoured_on_429_and_503(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
 ) -> None:
-    receiver = Receiver([httpx.Response(status_code, headers={"Retry-After": "7"})])
+    receiver = Script([httpx.Response(status_code, headers={"Retry-After": "7"})])
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
@@ -281,7 +255,7 @@ async def test_retry_after_is_honoured_on_429_and_503(
 async def test_retry_after_is_capped_at_the_maximum_back_off(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    receiver = Receiver([httpx.Response(503, headers={"Retry-After": "86400"})])
+    receiver = Script([httpx.Response(503, headers={"Retry-After": "86400"})])
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
@@ -292,7 +266,7 @@ async def test_retry_after_is_capped_at_the_maximum_back_off(
 async def test_retry_after_on_a_500_is_ignored(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    receiver = Receiver([httpx.Response(500, headers={"Retry-After": "30"})])
+    receiver = Script([httpx.Response(500, headers={"Retry-After": "30"})])
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
@@ -305,7 +279,7 @@ async def test_retry_after_on_a_500_is_ignored(
 async def test_a_redirect_is_a_failure_and_is_not_followed(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
 ) -> None:
-    receiver = Receiver(
+    receiver = Script(
         [httpx.Response(status_code, headers={"Location": "https://elsewhere.example/"})]
     )
     delivery_id = await _delivery_id(db, config)
@@ -322,7 +296,7 @@ async def test_a_redirect_is_a_failure_and_is_not_followed(
 async def test_any_other_status_is_a_failure(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any], status_code: int
 ) -> None:
-    receiver = Receiver([httpx.Response(status_code)])
+    receiver = Script([httpx.Response(status_code)])
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
@@ -346,7 +320,7 @@ async def test_a_transport_failure_is_recorded_and_retried(
     failure: Exception,
     code: str,
 ) -> None:
-    receiver = Receiver([failure])
+    receiver = Script([failure])
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
@@ -367,7 +341,7 @@ async def test_after_the_last_attempt_the_delivery_fails(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
     # Given a receiver that always answers 500 and WEBHOOKS_MAX_ATTEMPTS=3
-    receiver = Receiver([httpx.Response(500, text="down")])
+    receiver = Script([httpx.Response(500, text="down")])
     deliverer = make_deliverer(receiver)
     delivery_id = await _delivery_id(db, config)
 
@@ -397,7 +371,7 @@ async def test_a_blocked_target_fails_at_once_without_a_request(
     db: Database, make_deliverer: MakeDeliverer
 ) -> None:
     config = await new_config(db, await new_client_id(db), url="http://127.0.0.1:9/hook")
-    receiver = Receiver()
+    receiver = Script()
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver, WEBHOOKS_ALLOW_PRIVATE_TARGETS=False).deliver(
@@ -421,7 +395,7 @@ async def test_a_disabled_configuration_holds_without_an_attempt(
 ) -> None:
     delivery_id = await _delivery_id(db, config)
     await disable_config(db, config["id"])
-    receiver = Receiver()
+    receiver = Script()
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
 
@@ -442,7 +416,7 @@ async def test_a_configuration_deleted_after_fan_out_cancels(
         .where(webhook_configs.c.id == config["id"])
         .values(deleted_at=utcnow())
     )
-    receiver = Receiver()
+    receiver = Script()
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
 
@@ -457,7 +431,7 @@ async def test_a_deleted_configuration_is_not_sent_to(
 ) -> None:
     delivery_id = await _delivery_id(db, config)
     assert await configs.delete_config(db, config["client_id"], config["id"]) is not None
-    receiver = Receiver()
+    receiver = Script()
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
 
@@ -471,7 +445,7 @@ async def test_a_delivery_that_is_not_due_or_is_leased_is_skipped(
 ) -> None:
     later = await new_delivery(db, config, next_attempt_at=utcnow() + timedelta(minutes=5))
     leased = await new_delivery(db, config, lease_expires_at=utcnow() + timedelta(minutes=1))
-    receiver = Receiver()
+    receiver = Script()
     deliverer = make_deliverer(receiver)
 
     assert await deliverer.deliver(later) == Outcome(None)
@@ -491,7 +465,7 @@ async def _config_row(db: Database, config_id: str) -> dict[str, Any]:
 async def test_a_410_disables_the_configuration_and_holds_the_delivery(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    receiver = Receiver([httpx.Response(410, text="gone")])
+    receiver = Script([httpx.Response(410, text="gone")])
     delivery_id = await _delivery_id(db, config)
 
     outcome = await make_deliverer(receiver).deliver(delivery_id)
@@ -509,7 +483,7 @@ async def test_failing_for_longer_than_disable_after_disables_the_configuration(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
     # Given a configuration whose deliveries have been failing for a while
-    deliverer = make_deliverer(Receiver([httpx.Response(500)]), WEBHOOKS_DISABLE_AFTER_S=3600)
+    deliverer = make_deliverer(Script([httpx.Response(500)]), WEBHOOKS_DISABLE_AFTER_S=3600)
     first = await _delivery_id(db, config)
     await deliverer.deliver(first)
     failing_since = (await _config_row(db, config["id"]))["failing_since"]
@@ -534,7 +508,7 @@ async def test_failing_for_longer_than_disable_after_disables_the_configuration(
 async def test_a_success_ends_the_failing_streak(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    deliverer = make_deliverer(Receiver([httpx.Response(500), httpx.Response(200)]))
+    deliverer = make_deliverer(Script([httpx.Response(500), httpx.Response(200)]))
     delivery_id = await _delivery_id(db, config)
 
     await deliverer.deliver(delivery_id)
@@ -549,18 +523,6 @@ async def test_a_success_ends_the_failing_streak(
 # --- batches ----------------------------------------------------------------------------
 
 
-@dataclass
-class HostReceiver:
-    """Answers by the request's host: `failing` hosts get a 500, the others a 200."""
-
-    failing: set[str]
-    requests: list[httpx.Request] = field(default_factory=list)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return httpx.Response(500 if request.url.host in self.failing else 200, text="r")
-
-
 async def test_a_batch_attempts_each_delivery_once_and_records_each_outcome(
     db: Database, make_deliverer: MakeDeliverer
 ) -> None:
@@ -572,7 +534,7 @@ async def test_a_batch_attempts_each_delivery_once_and_records_each_outcome(
     to_healthy = [await _delivery_id(db, healthy) for _ in range(2)]
     to_failing = await _delivery_id(db, failing)
     final = await _delivery_id(db, healthy)
-    receiver = HostReceiver(failing={"down.example"})
+    receiver = Script(by_host={"down.example": httpx.Response(500, text="r")})
     deliverer = make_deliverer(receiver)
     await deliverer.deliver(final)
     receiver.requests.clear()
@@ -607,7 +569,7 @@ async def test_a_batch_attempts_each_delivery_once_and_records_each_outcome(
 async def test_in_a_batch_a_gone_answer_disables_the_endpoint_whatever_else_it_answered(
     db: Database, make_deliverer: MakeDeliverer, config: dict[str, Any]
 ) -> None:
-    receiver = Receiver([httpx.Response(200), httpx.Response(410)])
+    receiver = Script([httpx.Response(200), httpx.Response(410)])
     ids = [await _delivery_id(db, config) for _ in range(2)]
 
     outcomes = await make_deliverer(receiver).deliver_many(ids)
@@ -632,7 +594,7 @@ async def test_no_more_requests_are_in_flight_than_the_worker_concurrency(
         return httpx.Response(200)
 
     deliverer = make_deliverer(
-        Receiver(), WEBHOOKS_WORKER_CONCURRENCY=3, WEBHOOKS_ENDPOINT_CONCURRENCY=3
+        Script(), WEBHOOKS_WORKER_CONCURRENCY=3, WEBHOOKS_ENDPOINT_CONCURRENCY=3
     )
     deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(slow))
     ids = [await _delivery_id(db, config) for _ in range(7)]
@@ -672,7 +634,7 @@ async def test_a_hanging_endpoint_holds_only_its_lane_and_others_go_through(
         return httpx.Response(200)
 
     deliverer = make_deliverer(
-        Receiver(), WEBHOOKS_WORKER_CONCURRENCY=16, WEBHOOKS_ENDPOINT_CONCURRENCY=2
+        Script(), WEBHOOKS_WORKER_CONCURRENCY=16, WEBHOOKS_ENDPOINT_CONCURRENCY=2
     )
     deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     stuck = [await _delivery_id(db, config) for _ in range(5)]

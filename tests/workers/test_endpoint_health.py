@@ -7,14 +7,13 @@ receiver, on both backends. (`test_delivery.py` covers 410 and the rule without 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from core import configs
@@ -33,6 +32,7 @@ from tests.outbox.helpers import (
     new_config,
     new_delivery,
 )
+from tests.receivers import Script
 from workers import store
 from workers.delivery import Deliverer
 from workers.store import Status
@@ -42,37 +42,19 @@ DAY = timedelta(days=1)
 DISABLE_AFTER = timedelta(seconds=DEFAULT_DISABLE_AFTER_S)
 
 
-class Endpoint:
-    """Answers every request with `status` (or raises `error`), switchable mid-test."""
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.error: Exception | None = None
-        self.requests = 0
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests += 1
-        if self.error is not None:
-            raise self.error
-        return httpx.Response(self.status, text="answer")
+@pytest.fixture
+def clock_start() -> datetime:
+    return T0
 
 
 @pytest.fixture
-def clock() -> Iterator[FrozenDateTimeFactory]:
-    with freeze_time(T0, real_asyncio=True) as frozen:
-        assert isinstance(frozen, FrozenDateTimeFactory)
-        yield frozen
+def endpoint() -> Script:
+    """Answers 500 until a test gives it other `replies`."""
+    return Script([httpx.Response(500, text="answer")])
 
 
 @pytest.fixture
-def endpoint() -> Endpoint:
-    return Endpoint()
-
-
-@pytest.fixture
-async def deliverer(
-    db: Database, database_url: str, endpoint: Endpoint
-) -> AsyncIterator[Deliverer]:
+async def deliverer(db: Database, database_url: str, endpoint: Script) -> AsyncIterator[Deliverer]:
     """The default WEBHOOKS_DISABLE_AFTER_S, and attempts enough never to run out."""
     settings = make_settings(database_url, WEBHOOKS_MAX_ATTEMPTS=100)
     assert settings.disable_after_s == 5 * 24 * 3600
@@ -125,7 +107,7 @@ async def test_failing_for_disable_after_disables_it_as_failing(
     deliverer: Deliverer,
     config: dict[str, Any],
     clock: FrozenDateTimeFactory,
-    endpoint: Endpoint,
+    endpoint: Script,
 ) -> None:
     # Given a streak that began at T0
     await _attempt_at(db, deliverer, config, clock, T0)
@@ -138,9 +120,9 @@ async def test_failing_for_disable_after_disables_it_as_failing(
     view = config_view(stored)
     assert (view["enabled"], view["disabled_reason"]) == (False, "failing")
     # and the next delivery is held without a request
-    requests = endpoint.requests
+    requests = len(endpoint.requests)
     assert await _attempt_at(db, deliverer, config, clock, T0 + DISABLE_AFTER + DAY) == Status.HELD
-    assert endpoint.requests == requests
+    assert len(endpoint.requests) == requests
 
 
 async def test_timeouts_and_connection_errors_count_as_failing(
@@ -148,11 +130,11 @@ async def test_timeouts_and_connection_errors_count_as_failing(
     deliverer: Deliverer,
     config: dict[str, Any],
     clock: FrozenDateTimeFactory,
-    endpoint: Endpoint,
+    endpoint: Script,
 ) -> None:
-    endpoint.error = httpx.ConnectError("refused")
+    endpoint.replies = [httpx.ConnectError("refused")]
     await _attempt_at(db, deliverer, config, clock, T0)
-    endpoint.error = httpx.ReadTimeout("slow")
+    endpoint.replies = [httpx.ReadTimeout("slow")]
     await _attempt_at(db, deliverer, config, clock, T0 + 6 * DAY)
 
     stored = await _stored(db, config["id"])
@@ -164,15 +146,15 @@ async def test_a_success_in_between_resets_the_streak(
     deliverer: Deliverer,
     config: dict[str, Any],
     clock: FrozenDateTimeFactory,
-    endpoint: Endpoint,
+    endpoint: Script,
 ) -> None:
     # Given a streak from day 0, broken by a success on day 3
     await _attempt_at(db, deliverer, config, clock, T0)
-    endpoint.status = 204
+    endpoint.replies = [httpx.Response(204)]
     assert await _attempt_at(db, deliverer, config, clock, T0 + 3 * DAY) == Status.DELIVERED
     assert (await _stored(db, config["id"]))["failing_since"] is None
     # When failures resume on day 4 and go on until day 8 (8 days after the first failure)
-    endpoint.status = 503
+    endpoint.replies = [httpx.Response(503)]
     await _attempt_at(db, deliverer, config, clock, T0 + 4 * DAY)
     await _attempt_at(db, deliverer, config, clock, T0 + 8 * DAY)
 
@@ -189,10 +171,10 @@ async def test_a_410_disables_as_gone_whatever_the_streak(
     deliverer: Deliverer,
     config: dict[str, Any],
     clock: FrozenDateTimeFactory,
-    endpoint: Endpoint,
+    endpoint: Script,
 ) -> None:
     await _attempt_at(db, deliverer, config, clock, T0)
-    endpoint.status = 410
+    endpoint.replies = [httpx.Response(410)]
 
     assert await _attempt_at(db, deliverer, config, clock, T0 + timedelta(minutes=1)) == (
         Status.HELD

@@ -9,6 +9,7 @@ from freezegun import freeze_time
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from core.configs import new_signing_secret
+from tests.receivers import SPEC_HEADERS
 from workers.signing import USER_AGENT, sign, signature_header, webhook_headers
 
 BODY = b'{"event_type": "survey_created", "content": {"id": "s1"}}'
@@ -50,14 +51,7 @@ def test_headers_are_exactly_those_of_the_spec() -> None:
         msg_id="msg_1", body=BODY, token="tok", secrets=[new_signing_secret()]
     )
 
-    assert set(headers) == {
-        "content-type",
-        "x-webhook-infermedica-token",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "user-agent",
-    }
+    assert set(headers) == SPEC_HEADERS
     assert headers["content-type"] == "application/json"
     assert headers["x-webhook-infermedica-token"] == "tok"
     assert headers["webhook-id"] == "msg_1"

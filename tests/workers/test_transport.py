@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import httpx
 import pytest
-from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from tests.receivers import Receiver
 from tests.servers import free_port
 from workers.errors import ConnectFailed, RequestTimeout, TargetBlocked, TransportFailed
 from workers.transport import (
@@ -36,93 +34,40 @@ REBIND_HOST = "rebind.example"
 
 # -- receivers -------------------------------------------------------------------------
 
-
-@dataclass
-class Receiver:
-    port: int
-    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-
-    def url(self, path: str = "/ok", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        return [path for path, _, _ in self.requests]
-
-
-def _receiver_app(receiver: Receiver) -> web.Application:
-    async def record(request: web.Request) -> None:
-        receiver.requests.append((request.path, dict(request.headers), await request.read()))
-
-    async def ok(request: web.Request) -> web.Response:
-        await record(request)
-        return web.Response(text="hello", headers={"set-cookie": "session=secret; Path=/"})
-
-    async def redirect(request: web.Request) -> web.Response:
-        await record(request)
-        return web.Response(status=302, headers={"location": "/ok"})
-
-    async def unavailable(request: web.Request) -> web.Response:
-        await record(request)
-        return web.Response(status=503, text="later", headers={"retry-after": "120"})
-
-    async def utf8(request: web.Request) -> web.Response:
-        await record(request)
-        return web.Response(body="é".encode() * MAX_RESPONSE_BODY_BYTES)
-
-    async def endless(request: web.Request) -> web.StreamResponse:
-        return await _stream_forever(request, b"x" * 4096, pause_s=0)
-
-    async def trickle(request: web.Request) -> web.StreamResponse:
-        return await _stream_forever(request, b"x", pause_s=0.05)
-
-    async def slow(request: web.Request) -> web.Response:
-        await record(request)
-        await asyncio.sleep(SHORT_TIMEOUT_S * 10)
-        return web.Response(text="too late")
-
-    async def _stream_forever(
-        request: web.Request, chunk: bytes, *, pause_s: float
-    ) -> web.StreamResponse:
-        await record(request)
-        response = web.StreamResponse()
-        await response.prepare(request)
-        try:
-            while True:
-                await response.write(chunk)
-                await asyncio.sleep(pause_s)
-        except ConnectionError:
-            return response  # the client hung up, as it should
-
-    app = web.Application()
-    for path, handler in [
-        ("/ok", ok),
-        ("/redirect", redirect),
-        ("/unavailable", unavailable),
-        ("/utf8", utf8),
-        ("/endless", endless),
-        ("/trickle", trickle),
-        ("/slow", slow),
-    ]:
-        app.router.add_post(path, handler)
-    return app
+OK = "/ok"
+REDIRECT = "/status/redirect"
+UNAVAILABLE = "/status/unavailable"
+UTF8 = "/ok/utf8"
+ENDLESS = "/endless"
+TRICKLE = "/trickle"
+SLOW = f"/slow/{SHORT_TIMEOUT_S * 10}"
 
 
 @pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[Receiver]:
-    """A real HTTP receiver on 127.0.0.1, in the test's event loop."""
-    receiver = Receiver(port=free_port())
-    # handler_cancellation: a client that gave up must not leave a handler running.
-    runner = web.AppRunner(_receiver_app(receiver), handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
-    yield receiver
-    await runner.cleanup()
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (`tests.receivers`), with a cookie on every
+    `OK`, a redirect, a 503 with Retry-After, and a body of two-byte characters."""
+    receiver = Receiver(
+        statuses={REDIRECT: 302, UNAVAILABLE: 503},
+        headers={
+            OK: {"set-cookie": "session=secret; Path=/"},
+            REDIRECT: {"location": OK},
+            UNAVAILABLE: {"retry-after": "120"},
+        },
+        bodies={OK: b"hello", UNAVAILABLE: b"later", UTF8: "é".encode() * MAX_RESPONSE_BODY_BYTES},
+    )
+    with receiver.running() as running:
+        yield running
 
 
 @pytest.fixture
 def fresh(receiver: Receiver) -> Receiver:
-    receiver.requests.clear()
+    receiver.clear()
     return receiver
+
+
+def _paths(receiver: Receiver) -> list[str]:
+    return [item.path for item in receiver.received]
 
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -187,47 +132,47 @@ async def _send(
 
 
 async def test_a_2xx_reply(fresh: Receiver, new_client: NewClient) -> None:
-    reply = await _send(new_client(), fresh.url("/ok"))
+    reply = await _send(new_client(), fresh.url(OK))
 
     assert reply.status_code == 200
     assert reply.body == "hello"
     assert reply.retry_after is None
     assert 0 <= reply.duration_ms < TIMEOUT_S * 1000
-    [(path, headers, body)] = fresh.requests
-    assert (path, body) == ("/ok", BODY)
-    assert headers["webhook-id"] == "msg_1"
-    assert headers["Content-Type"] == "application/json"
+    [item] = fresh.received
+    assert (item.path, item.body) == (OK, BODY)
+    assert item.headers["webhook-id"] == "msg_1"
+    assert item.headers["content-type"] == "application/json"
 
 
 async def test_the_pool_keeps_working_across_requests(
     fresh: Receiver, new_client: NewClient
 ) -> None:
     client = new_client()
-    replies = await asyncio.gather(*(_send(client, fresh.url("/ok")) for _ in range(20)))
+    replies = await asyncio.gather(*(_send(client, fresh.url(OK)) for _ in range(20)))
 
     assert {reply.status_code for reply in replies} == {200}
-    assert len(fresh.requests) == 20
+    assert len(fresh.received) == 20
 
 
 async def test_cookies_are_not_kept_between_requests(
     fresh: Receiver, new_client: NewClient
 ) -> None:
     client = new_client()
-    await _send(client, fresh.url("/ok"))
-    await _send(client, fresh.url("/ok"))
+    await _send(client, fresh.url(OK))
+    await _send(client, fresh.url(OK))
 
-    assert all("Cookie" not in headers for _, headers, _ in fresh.requests)
+    assert all("cookie" not in item.headers for item in fresh.received)
 
 
 async def test_a_redirect_is_returned_not_followed(fresh: Receiver, new_client: NewClient) -> None:
-    reply = await _send(new_client(), fresh.url("/redirect"))
+    reply = await _send(new_client(), fresh.url(REDIRECT))
 
     assert reply.status_code == 302
-    assert fresh.paths() == ["/redirect"]
+    assert _paths(fresh) == [REDIRECT]
 
 
 async def test_a_503_carries_retry_after(fresh: Receiver, new_client: NewClient) -> None:
-    reply = await _send(new_client(), fresh.url("/unavailable"))
+    reply = await _send(new_client(), fresh.url(UNAVAILABLE))
 
     assert (reply.status_code, reply.body, reply.retry_after) == (503, "later", "120")
 
@@ -235,7 +180,7 @@ async def test_a_503_carries_retry_after(fresh: Receiver, new_client: NewClient)
 async def test_the_body_is_cut_at_16_kib_even_mid_character(
     fresh: Receiver, new_client: NewClient
 ) -> None:
-    reply = await _send(new_client(), fresh.url("/utf8"))
+    reply = await _send(new_client(), fresh.url(UTF8))
 
     # 16 KiB of two-byte characters: 8192 of them, the cut falls between two of them.
     assert reply.body == "é" * (MAX_RESPONSE_BODY_BYTES // 2)
@@ -245,7 +190,7 @@ async def test_an_endless_body_is_read_only_up_to_16_kib(
     fresh: Receiver, new_client: NewClient
 ) -> None:
     started = time.perf_counter()
-    reply = await _send(new_client(), fresh.url("/endless"))
+    reply = await _send(new_client(), fresh.url(ENDLESS))
 
     assert time.perf_counter() - started < TIMEOUT_S
     assert reply.status_code == 200
@@ -259,7 +204,7 @@ async def test_a_trickling_body_cannot_outlast_the_timeout(
     client = new_client(timeout_s=SHORT_TIMEOUT_S)
     started = time.perf_counter()
     with pytest.raises(RequestTimeout):
-        await _send(client, fresh.url("/trickle"), timeout_s=SHORT_TIMEOUT_S)
+        await _send(client, fresh.url(TRICKLE), timeout_s=SHORT_TIMEOUT_S)
 
     assert time.perf_counter() - started < SHORT_TIMEOUT_S + MARGIN_S
 
@@ -268,7 +213,7 @@ async def test_a_slow_receiver_times_out(fresh: Receiver, new_client: NewClient)
     client = new_client(timeout_s=SHORT_TIMEOUT_S)
     started = time.perf_counter()
     with pytest.raises(RequestTimeout) as caught:
-        await _send(client, fresh.url("/slow"), timeout_s=SHORT_TIMEOUT_S)
+        await _send(client, fresh.url(SLOW), timeout_s=SHORT_TIMEOUT_S)
 
     assert time.perf_counter() - started < SHORT_TIMEOUT_S + MARGIN_S
     assert caught.value.code == "timeout"
@@ -279,7 +224,7 @@ async def test_the_whole_request_timeout_holds_even_if_the_client_allows_more(
 ) -> None:
     started = time.perf_counter()
     with pytest.raises(RequestTimeout):
-        await _send(new_client(timeout_s=60), fresh.url("/slow"), timeout_s=SHORT_TIMEOUT_S)
+        await _send(new_client(timeout_s=60), fresh.url(SLOW), timeout_s=SHORT_TIMEOUT_S)
 
     assert time.perf_counter() - started < SHORT_TIMEOUT_S + MARGIN_S
 
@@ -360,10 +305,10 @@ async def test_private_literal_hosts_are_blocked_before_sending(
 ) -> None:
     client = new_client(allow_private_targets=False)
     with pytest.raises(TargetBlocked) as caught:
-        await _send(client, fresh.url("/ok", host=host), allow_private_targets=False)
+        await _send(client, fresh.url(OK, host=host), allow_private_targets=False)
 
     assert caught.value.code == "blocked_target"
-    assert fresh.requests == []
+    assert fresh.received == []
 
 
 async def test_a_name_resolving_to_a_private_address_is_blocked_at_connect(
@@ -375,45 +320,33 @@ async def test_a_name_resolving_to_a_private_address_is_blocked_at_connect(
     # When the worker sends to it, the resolver's refusal surfaces as TargetBlocked,
     # not as the connect error aiohttp and httpx wrap it in.
     with pytest.raises(TargetBlocked):
-        await _send(client, fresh.url("/ok", host=REBIND_HOST), allow_private_targets=False)
+        await _send(client, fresh.url(OK, host=REBIND_HOST), allow_private_targets=False)
 
     # Then the receiver behind the private address heard nothing.
-    assert fresh.requests == []
+    assert fresh.received == []
 
 
 async def test_private_targets_are_reached_when_allowed(
     fresh: Receiver, new_client: NewClient, rebind: None
 ) -> None:
     client = new_client(allow_private_targets=True)
-    by_address = await _send(client, fresh.url("/ok"))
-    by_name = await _send(client, fresh.url("/ok", host=REBIND_HOST))
+    by_address = await _send(client, fresh.url(OK))
+    by_name = await _send(client, fresh.url(OK, host=REBIND_HOST))
 
     assert (by_address.status_code, by_name.status_code) == (200, 200)
-    assert fresh.paths() == ["/ok", "/ok"]
+    assert _paths(fresh) == [OK, OK]
 
 
 @pytest.fixture
-def rebind(monkeypatch: pytest.MonkeyPatch) -> None:
+def rebind(fake_dns: dict[str, list[str]]) -> None:
     """`rebind.example` resolves to 127.0.0.1, as a rebinding attacker's name would."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        return real("127.0.0.1" if host == REBIND_HOST else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    fake_dns[REBIND_HOST] = ["127.0.0.1"]
 
 
 @pytest.fixture
-def unresolvable(monkeypatch: pytest.MonkeyPatch) -> None:
+def unresolvable(fake_dns: dict[str, list[str]]) -> None:
     """`nowhere.invalid` does not resolve, without asking a DNS server."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "nowhere.invalid":
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    fake_dns["nowhere.invalid"] = []
 
 
 class FakeResolver(AbstractResolver):
