@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.harness import WEBHOOKS, Process, procfile, stack_env
+from tests.e2e.harness import Process, procfile, stack_env
 from tests.faults.harness import (
     Allowance,
     Audit,
@@ -78,6 +78,7 @@ from tests.servers import (
     redis_server,
     wait_for,
 )
+from tests.service.processes import WEBHOOKS
 
 pytestmark = pytest.mark.e2e
 
@@ -912,25 +913,33 @@ def test_an_endpoint_that_never_finishes_does_not_starve_the_others(
     env.stack.assert_alive()
 
 
-def _backlog(env: Env) -> None:
-    """Slow the receiver until Redis holds messages that no worker has fetched."""
-    env.receiver.mode = Mode.SLOW
-    wait_for(
-        lambda: env.queued() >= BACKLOG_MESSAGES,
-        timeout_s=30,
-        what=f"{BACKLOG_MESSAGES} queued messages",
-    )
+@contextlib.contextmanager
+def _backlog(env: Env) -> Iterator[None]:
+    """Pause the workers (SIGSTOP) until Redis holds messages that no worker has fetched;
+    they resume on leaving. (A slow receiver no longer builds such a backlog: a worker
+    takes each message and releases what its endpoint's lane cannot take yet.)"""
+    workers = [env.stack.processes[name] for name in env.stack.names("worker")]
+    for worker in workers:
+        worker.signal(signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: env.queued() >= BACKLOG_MESSAGES,
+            timeout_s=30,
+            what=f"{BACKLOG_MESSAGES} queued messages",
+        )
+        yield
+    finally:
+        for worker in workers:
+            worker.signal(signal.SIGCONT)
 
 
 def test_redis_flushall_while_events_flow(env: Env, suite: Suite) -> None:
     dropped: list[int] = []
 
     def inject() -> str:
-        _backlog(env)
-        with redis.Redis.from_url(env.redis.url) as client:
+        with _backlog(env), redis.Redis.from_url(env.redis.url) as client:
             dropped.append(env.queued())
             client.flushall()
-        env.receiver.mode = Mode.OK
         return f"{dropped[0]} unfetched messages flushed"
 
     row = run_fault(env, suite, "Redis FLUSHALL", inject, inject_after=100).row
@@ -943,12 +952,11 @@ def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> 
     dropped: list[int] = []
 
     def inject() -> str:
-        _backlog(env)
-        dropped.append(env.queued())
-        env.redis.stop()
-        env.receiver.mode = Mode.OK
-        time.sleep(2.0)  # the outage itself, not a wait for anything
-        env.redis.start()
+        with _backlog(env):
+            dropped.append(env.queued())
+            env.redis.stop()
+            time.sleep(2.0)  # the outage itself, not a wait for anything
+            env.redis.start()
         return f"{dropped[0]} unfetched messages lost"
 
     row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=90).row
