@@ -916,8 +916,10 @@ def test_an_endpoint_that_never_finishes_does_not_starve_the_others(
 @contextlib.contextmanager
 def _backlog(env: Env) -> Iterator[None]:
     """Pause the workers (SIGSTOP) until Redis holds messages that no worker has fetched;
-    they resume on leaving. (A slow receiver no longer builds such a backlog: a worker
-    takes each message and releases what its endpoint's lane cannot take yet.)"""
+    they resume on leaving, which must come soon: a worker paused for longer than the
+    lease has its deliveries in flight taken over, and sent twice. (A slow receiver no
+    longer builds such a backlog: a worker takes each message and releases what its
+    endpoint's lane cannot take yet.)"""
     workers = [env.stack.processes[name] for name in env.stack.names("worker")]
     for worker in workers:
         worker.signal(signal.SIGSTOP)
@@ -952,11 +954,13 @@ def test_redis_stopped_and_started_while_events_flow(env: Env, suite: Suite) -> 
     dropped: list[int] = []
 
     def inject() -> str:
+        # The workers resume as Redis goes: paused past their leases, they would have
+        # their requests in flight taken over and sent again.
         with _backlog(env):
             dropped.append(env.queued())
             env.redis.stop()
-            time.sleep(2.0)  # the outage itself, not a wait for anything
-            env.redis.start()
+        time.sleep(2.0)  # the outage itself, not a wait for anything
+        env.redis.start()
         return f"{dropped[0]} unfetched messages lost"
 
     row = run_fault(env, suite, "Redis stopped 2 s and restarted", inject, inject_after=90).row
