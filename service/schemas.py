@@ -71,8 +71,10 @@ class ConfigUpdate(Strict):
     url: WebhookUrl | None = None
     authorization_token: AuthorizationToken | None = None
     subscribed_events: SubscribedEvents | None = None
-    enabled: Literal[True] | None = Field(
-        None, description="Re-enable a disabled configuration; its held deliveries are sent."
+    enabled: Annotated[bool, Field(strict=True)] | None = Field(
+        None,
+        description="true re-enables a disabled configuration (its held deliveries are "
+        "sent); false disables it by hand (`disabled_reason`: `manual`).",
     )
 
     @field_validator("url", "authorization_token", "subscribed_events", "enabled", mode="before")
@@ -92,7 +94,7 @@ class Config(BaseModel):
     url: str
     subscribed_events: list[str]
     enabled: bool
-    disabled_reason: Literal["gone", "failing"] | None = None
+    disabled_reason: Literal["gone", "failing", "manual"] | None = None
     authorization_token: str | None = None
     signing_secret: str | None = None
 
