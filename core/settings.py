@@ -103,7 +103,9 @@ class Settings(BaseSettings):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an absolute http or https URL, e.g. https://hooks.example.com")
+            raise ValueError(
+                "must be an absolute http or https URL, e.g. https://hooks.example.com"
+            )
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("must have no user information, query or fragment")
         return value.rstrip("/")

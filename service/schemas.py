@@ -236,3 +236,36 @@ class Recovered(BaseModel):
 
 class PingSent(BaseModel):
     delivery_id: str
+
+
+PORTAL_TTL_DEFAULT_S = 3600
+
+ConfigId = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ),
+    AfterValidator(str.lower),
+    WithJsonSchema({"type": "string", "format": "uuid"}),
+]
+
+
+class PortalSessionCreate(Strict):
+    config_id: ConfigId | None = Field(
+        None, description="Scope the session to this one configuration of the client."
+    )
+    ttl_s: Annotated[int, Field(strict=True, ge=60, le=86400)] = Field(
+        PORTAL_TTL_DEFAULT_S, description="How long the link, and the session it opens, last."
+    )
+
+    @field_validator("config_id", "ttl_s", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (omit the field for the default)")
+        return value
+
+
+class PortalSession(BaseModel):
+    url: str = Field(description="Opens the portal once, until `expires_at`.")
+    expires_at: AwareDatetime
