@@ -35,8 +35,8 @@ import sqlalchemy as sa
 from bench.stack import (
     VENV_BIN,
     Child,
-    fresh_postgres,
     free_port,
+    fresh_postgres,
     procfile,
     running,
     temp_dir,
