@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,11 +93,15 @@ class Console:
 
 
 def screenshot(page: Any, folder: Path, name: str, *, full_page: bool = True) -> Path:
-    """`name`.png in `folder`, and in `WEBHOOKS_SCREENSHOTS_DIR` too when it is set."""
+    """`name`.png in `folder`, and in `WEBHOOKS_SCREENSHOTS_DIR` too when it is set,
+    there made about a third as large by `pngquant` if it is installed."""
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     if SCREENSHOTS_DIR:
-        kept = Path(SCREENSHOTS_DIR)
-        kept.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, kept / path.name)
+        kept = Path(SCREENSHOTS_DIR) / path.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, kept)
+        if shutil.which("pngquant"):
+            quantize = ["pngquant", "--quality", "70-95", "--strip", "--force", "--output"]
+            subprocess.run([*quantize, str(kept), str(kept)], check=True, timeout=60)
     return path

@@ -465,8 +465,8 @@ def test_the_pages_fit_a_phone_and_have_a_dark_theme(
     page.goto(world.link())
     for path in (
         "/portal/",
-        f"/portal/configs/{world.failing['id']}",
         f"/portal/configs/{world.failing['id']}/deliveries",
+        f"/portal/configs/{world.failing['id']}",
     ):
         page.goto(world.stack.base_url + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
