@@ -17,6 +17,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.config import JsonDict
 
 from core.events import EventType
 
@@ -250,7 +251,23 @@ ConfigId = Annotated[
 ]
 
 
+def _portal_session_schema(schema: JsonDict) -> None:
+    """`config_id` may be omitted, never null: the document does not offer null."""
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    config_id = properties["config_id"]
+    assert isinstance(config_id, dict)
+    branches = config_id.pop("anyOf")
+    assert isinstance(branches, list)
+    [kept] = [branch for branch in branches if branch != {"type": "null"}]
+    assert isinstance(kept, dict)
+    config_id.update(kept)
+    config_id.pop("default")
+
+
 class PortalSessionCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_portal_session_schema)
+
     config_id: ConfigId | None = Field(
         None, description="Scope the session to this one configuration of the client."
     )

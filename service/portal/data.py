@@ -201,8 +201,8 @@ class Scoped:
         """Send the delivery again; None, or why it cannot be."""
         if not await deliveries.redeliver(self.db, item["config_id"], item["id"]):
             found = await deliveries.get_delivery(self.db, item["config_id"], item["id"])
-            status = found["status"] if found is not None else "cancelled"
-            return deliveries.NOT_REDELIVERABLE.get(status, "the delivery cannot be sent again")
+            status = found["status"] if found is not None else None
+            return deliveries.NOT_REDELIVERABLE.get(status or "", "the delivery is gone")
         await self._enqueue([item["id"]])
         return None
 

@@ -127,7 +127,7 @@ async def test_filter_times_need_an_offset(
     naive = page(await browser.get(url, params={"since": "2026-01-05T09:00:00"}), 422).html
     bad_cursor = page(await browser.get(url, params={"cursor": "nope"}), 422).html
 
-    assert 'id="since-error"' in naive and "timezone" in naive
+    assert 'id="since-error"' in naive
     assert 'aria-invalid="true"' in naive
     assert "not valid" in bad_cursor
 
