@@ -22,6 +22,7 @@ from core.tables import deliveries, webhook_configs
 SIGNING_SECRET_PREFIX = "whsec_"
 PREVIOUS_SECRET_TTL = timedelta(hours=24)
 CANCELLABLE = ("pending", "held")
+MANUAL = "manual"  # `disabled_reason` of a configuration disabled by its client
 
 
 def new_signing_secret() -> str:
@@ -95,10 +96,17 @@ async def update_config(
     db: Database, client_id: str, config_id: str, changes: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """Apply `changes` (already validated). `enabled=True` also clears the health state and
-    makes the held deliveries due now. Returns the row (None if the configuration is not
-    the client's) and the ids of the deliveries released from `held`."""
+    makes the held deliveries due now; `enabled=False` disables by hand (`manual`, unless
+    the configuration was disabled already: its reason stays). Returns the row (None if
+    the configuration is not the client's) and the ids of the deliveries released from
+    `held`."""
     if changes.get("enabled"):
         changes = {**changes, "disabled_reason": None, "failing_since": None}
+    elif changes.get("enabled") is False:
+        reason = sa.case(
+            (webhook_configs.c.enabled, MANUAL), else_=webhook_configs.c.disabled_reason
+        )
+        changes = {**changes, "disabled_reason": reason}
     async with db.transaction():
         row = await db.fetch_one(
             webhook_configs.update()

@@ -7,9 +7,11 @@ variable; a secret never appears in that message.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./webhooks.db"
@@ -20,6 +22,16 @@ DEFAULT_REQUEST_TIMEOUT_S = 15.0
 DEFAULT_DELIVERY_LEASE_S = 60.0
 DEFAULT_DISABLE_AFTER_S = 5 * 24 * 60 * 60
 DEFAULT_RETENTION_S = 90 * 24 * 60 * 60
+DEFAULT_PORTAL_FRAME_ANCESTORS = "'self'"
+MIN_PORTAL_SECRET_LENGTH = 32
+
+# One source of a CSP source list: a keyword, a scheme (`https:`) or a host source
+# (`https://*.example.com:443/path`). Nothing that could end the directive (`;`, `,`).
+_CSP_SOURCE = re.compile(
+    r"'self'|'none'|[a-z][a-z0-9+.-]*:"
+    r"|([a-z][a-z0-9+.-]*://)?(\*|(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*)(:(\d{1,5}|\*))?(/[^\s;,']*)?",
+    re.IGNORECASE,
+)
 
 
 class SettingsError(Exception):
@@ -65,6 +77,13 @@ class Settings(BaseSettings):
     endpoint_concurrency_setting: int | None = Field(
         None, ge=1, le=1024, validation_alias="WEBHOOKS_ENDPOINT_CONCURRENCY"
     )
+    public_url: str | None = Field(None, validation_alias="WEBHOOKS_PUBLIC_URL")
+    portal_frame_ancestors: str = Field(
+        DEFAULT_PORTAL_FRAME_ANCESTORS, validation_alias="WEBHOOKS_PORTAL_FRAME_ANCESTORS"
+    )
+    portal_secret: SecretStr | None = Field(
+        None, min_length=MIN_PORTAL_SECRET_LENGTH, validation_alias="WEBHOOKS_PORTAL_SECRET"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -76,6 +95,32 @@ class Settings(BaseSettings):
             # Every process and connection must see the same data: a file is required.
             raise ValueError("sqlite:/// needs a file path, e.g. sqlite:///./webhooks.db")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an absolute http or https URL, e.g. https://hooks.example.com"
+            )
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must have no user information, query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("portal_frame_ancestors")
+    @classmethod
+    def _frame_ancestors(cls, value: str) -> str:
+        sources = value.split()
+        if not sources or not all(_CSP_SOURCE.fullmatch(source) for source in sources):
+            raise ValueError(
+                "must be a CSP source list, e.g. 'self' https://app.example.com (no ; or ,)"
+            )
+        if "'none'" in sources and len(sources) > 1:
+            raise ValueError("'none' must stand alone")
+        return " ".join(sources)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

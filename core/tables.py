@@ -158,3 +158,30 @@ attempts = sa.Table(
     sa.Column("response_body", sa.Text, nullable=True),
     sa.Index(None, "delivery_id", "number"),
 )
+
+# Keys the service makes for itself once and keeps (the portal's signing key when
+# WEBHOOKS_PORTAL_SECRET is unset), so that every process of one database shares them.
+service_keys = sa.Table(
+    "service_keys",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+portal_sessions = sa.Table(
+    "portal_sessions",
+    metadata,
+    _id(),
+    # The magic link that opened the session: unique, so that a link opens one session.
+    sa.Column("link_id", sa.String(36), nullable=False, unique=True),
+    # SHA-256 of the cookie's random value, which is never stored.
+    sa.Column("cookie_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("client_id", sa.String(36), sa.ForeignKey("clients.id"), nullable=False),
+    # Set when the session sees one configuration only.
+    sa.Column("config_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Index(None, "expires_at"),
+)

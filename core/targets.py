@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_S = 2.0
+BLOCKED_TARGET_MESSAGE = "targets a private or reserved address"
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address a gateway may forward to:
@@ -75,3 +77,11 @@ async def host_is_blocked(host: str) -> bool:
     except (OSError, TimeoutError, UnicodeError):
         return False
     return any(blocked_address(ipaddress.ip_address(info[4][0])) for info in infos)
+
+
+async def url_is_blocked(url: str, *, allow_private_targets: bool) -> bool:
+    """Registration's rule for a configuration's URL: its host must not be, nor resolve
+    to, a blocked address, unless private targets are allowed (development, tests)."""
+    if allow_private_targets:
+        return False
+    return await host_is_blocked(urlsplit(url).hostname or "")

@@ -18,7 +18,17 @@ from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
 from service.auth import BearerAuth
 from service.errors import EXCEPTION_HANDLERS
 from service.openapi import openapi_document
-from service.routes import configs, deliveries, event_types, health, metrics, surveys
+from service.portal import pages
+from service.portal.routes import routes as portal_routes
+from service.routes import (
+    configs,
+    deliveries,
+    event_types,
+    health,
+    metrics,
+    portal_sessions,
+    surveys,
+)
 from service.routing import ApiRoute, Operation
 from service.schemas import OpenApiDocument
 
@@ -34,7 +44,13 @@ async def _sweep_will_send(delivery_ids: list[str]) -> None:
 
 
 def _api_routes() -> list[BaseRoute]:
-    return [*configs.routes, *deliveries.routes, *surveys.routes, *event_types.routes]
+    return [
+        *configs.routes,
+        *deliveries.routes,
+        *surveys.routes,
+        *event_types.routes,
+        *portal_sessions.routes,
+    ]
 
 
 def create_app(
@@ -91,8 +107,9 @@ def create_app(
             await db.disconnect()
 
     app = Starlette(
-        routes=[*health.routes, *metrics.routes, api],
-        exception_handlers=EXCEPTION_HANDLERS,
+        # The portal's pages first: `/api/v2/docs` is a page, not an operation of `api`.
+        routes=[*health.routes, *metrics.routes, *portal_routes, api],
+        exception_handlers={**EXCEPTION_HANDLERS, **pages.EXCEPTION_HANDLERS},
         lifespan=lifespan,
     )
     app.state.settings = settings

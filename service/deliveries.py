@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +41,12 @@ ATTEMPT_COLUMNS = (
     attempts.c.response_body,
 )
 REDELIVERABLE = ("delivered", "failed", "pending")
+# Why a delivery that is not REDELIVERABLE cannot be sent again.
+NOT_REDELIVERABLE = {
+    "held": "the delivery is held: re-enabling the configuration sends it",
+    "cancelled": "the delivery was cancelled with its configuration",
+}
+HOUR = timedelta(hours=1)
 
 
 class BadCursor(ValueError):
@@ -118,10 +125,13 @@ async def config_exists(db: Database, config_id: str) -> bool:
 
 
 async def get_delivery(
-    db: Database, config_id: str | None, delivery_id: str
+    db: Database, config_id: str | None, delivery_id: str, *, with_body: bool = False
 ) -> dict[str, Any] | None:
-    """The delivery with its attempts; `config_id` None (operators, the CLI) for any."""
-    query = sa.select(*ITEM_COLUMNS, deliveries.c.config_id).where(deliveries.c.id == delivery_id)
+    """The delivery with its attempts; `config_id` None (operators, the CLI, the portal,
+    which checks the owner itself) for any; `body` too, the exact bytes sent, if
+    `with_body`."""
+    columns = (*ITEM_COLUMNS, deliveries.c.config_id, *([deliveries.c.body] if with_body else []))
+    query = sa.select(*columns).where(deliveries.c.id == delivery_id)
     if config_id is not None:
         query = query.where(deliveries.c.config_id == config_id)
     row = await db.fetch_one(query)
@@ -185,3 +195,83 @@ async def create_ping(db: Database, config: dict[str, Any]) -> str:
         )
         await insert_deliveries(db, [row])
     return str(row["id"])
+
+
+@dataclass(frozen=True)
+class Health:
+    """A configuration's deliveries since a moment, by status, and its newest delivery
+    ever (None if it has had none)."""
+
+    counts: dict[str, int]
+    last_created_at: datetime | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def success_rate(self) -> float | None:
+        """Delivered over final (delivered or failed); None when none is final yet."""
+        delivered, failed = self.counts.get("delivered", 0), self.counts.get("failed", 0)
+        return delivered / (delivered + failed) if delivered + failed else None
+
+
+async def health(db: Database, config_ids: Sequence[str], *, since: datetime) -> dict[str, Health]:
+    """`Health` of each of `config_ids` (all of one client, already checked) since `since`:
+    two grouped reads along the (config_id, created_at) index."""
+    if not config_ids:
+        return {}
+    counted = await db.fetch_all(
+        sa.select(deliveries.c.config_id, deliveries.c.status, sa.func.count())
+        .where(deliveries.c.config_id.in_(config_ids), deliveries.c.created_at >= since)
+        .group_by(deliveries.c.config_id, deliveries.c.status)
+    )
+    newest = await db.fetch_all(
+        sa.select(deliveries.c.config_id, sa.func.max(deliveries.c.created_at).label("last"))
+        .where(deliveries.c.config_id.in_(config_ids))
+        .group_by(deliveries.c.config_id)
+    )
+    counts: dict[str, dict[str, int]] = {config_id: {} for config_id in config_ids}
+    for row in counted:
+        counts[row[0]][row[1]] = int(row[2])
+    last = {row[0]: _as_utc(row[1]) for row in newest}
+    return {config_id: Health(counts[config_id], last.get(config_id)) for config_id in config_ids}
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """An aggregate's time: `max()` skips the column's type on SQLite (text comes back)."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _hour_of(db: Database) -> sa.ColumnElement[str]:
+    """`created_at`'s UTC hour as text, `YYYY-MM-DDTHH`, on either backend."""
+    if db.url.dialect == "postgresql":
+        utc = sa.func.timezone("UTC", deliveries.c.created_at)
+        return sa.func.to_char(utc, 'YYYY-MM-DD"T"HH24')
+    return sa.func.strftime("%Y-%m-%dT%H", deliveries.c.created_at)
+
+
+async def hourly(
+    db: Database, config_id: str, *, until: datetime, hours: int = 24
+) -> list[tuple[datetime, dict[str, int]]]:
+    """The configuration's deliveries created in each of the `hours` whole UTC hours up to
+    the one `until` falls in, by status: `[(hour start, {status: count})]`, oldest first,
+    every hour present."""
+    last = until.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    first = last - (hours - 1) * HOUR
+    bucket = _hour_of(db).label("hour")
+    rows = await db.fetch_all(
+        sa.select(bucket, deliveries.c.status, sa.func.count())
+        .where(deliveries.c.config_id == config_id, deliveries.c.created_at >= first)
+        .group_by(bucket, deliveries.c.status)
+    )
+    buckets: dict[datetime, dict[str, int]] = {first + n * HOUR: {} for n in range(hours)}
+    for row in rows:
+        start = datetime.fromisoformat(f"{row[0]}:00:00+00:00")
+        if start in buckets:
+            buckets[start][row[1]] = int(row[2])
+    return list(buckets.items())

@@ -1,4 +1,5 @@
-"""`ApiRoute`: a Starlette `Route` for one method that also describes itself for OpenAPI."""
+"""`ApiRoute`: a Starlette `Route` for one method that also describes itself for OpenAPI;
+`PageRoute`: a page for browsers (the portal, the API reference), outside that document."""
 
 from __future__ import annotations
 
@@ -48,3 +49,11 @@ class ApiRoute(Route):
         super().__init__(path, endpoint, methods=[method])
         self.method = method.lower()
         self.operation = operation
+
+
+class PageRoute(Route):
+    """A browser's page or form action: HTML, not an operation of the API's OpenAPI
+    document, and not behind the API's bearer authentication."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, method: str = "GET") -> None:
+        super().__init__(path, endpoint, methods=[method])

@@ -118,18 +118,11 @@ class ConfigUpdate(Strict):
     url: WebhookUrl | None = None
     authorization_token: AuthorizationToken | None = None
     subscribed_events: SubscribedEvents | None = None
-    enabled: Literal[True] | None = Field(
-        None, description="Re-enable a disabled configuration; its held deliveries are sent."
+    enabled: Annotated[bool, Field(strict=True)] | None = Field(
+        None,
+        description="true re-enables a disabled configuration (its held deliveries are "
+        "sent); false disables it by hand (`disabled_reason`: `manual`).",
     )
-
-    @field_validator("enabled", mode="before")
-    @classmethod
-    def _only_true(cls, value: Any) -> Any:
-        # Checked before the union (validators run last-defined first, so after `_not_null`):
-        # JSON `1` is not `true`, and one clear message.
-        if value is not True:
-            raise ValueError("must be true (omit the field to leave it unchanged)")
-        return value
 
     @field_validator("url", "authorization_token", "subscribed_events", "enabled", mode="before")
     @classmethod
@@ -148,7 +141,7 @@ class Config(BaseModel):
     url: str
     subscribed_events: list[str]
     enabled: bool
-    disabled_reason: Literal["gone", "failing"] | None = None
+    disabled_reason: Literal["gone", "failing", "manual"] | None = None
     authorization_token: str | None = None
     signing_secret: str | None = None
 
@@ -291,3 +284,52 @@ class Recovered(BaseModel):
 
 class PingSent(BaseModel):
     delivery_id: str
+
+
+PORTAL_TTL_DEFAULT_S = 3600
+
+ConfigId = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ),
+    AfterValidator(str.lower),
+    WithJsonSchema({"type": "string", "format": "uuid"}),
+]
+
+
+def _portal_session_schema(schema: JsonDict) -> None:
+    """`config_id` may be omitted, never null: the document does not offer null."""
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    config_id = properties["config_id"]
+    assert isinstance(config_id, dict)
+    branches = config_id.pop("anyOf")
+    assert isinstance(branches, list)
+    [kept] = [branch for branch in branches if branch != {"type": "null"}]
+    assert isinstance(kept, dict)
+    config_id.update(kept)
+    config_id.pop("default")
+
+
+class PortalSessionCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_portal_session_schema)
+
+    config_id: ConfigId | None = Field(
+        None, description="Scope the session to this one configuration of the client."
+    )
+    ttl_s: Annotated[int, Field(strict=True, ge=60, le=86400)] = Field(
+        PORTAL_TTL_DEFAULT_S, description="How long the link, and the session it opens, last."
+    )
+
+    @field_validator("config_id", "ttl_s", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (omit the field for the default)")
+        return value
+
+
+class PortalSession(BaseModel):
+    url: str = Field(description="Opens the portal once, until `expires_at`.")
+    expires_at: AnswerTime

@@ -31,6 +31,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 # Tools a test may run without being end-to-end: they set up a database, not the service.
 SETUP_TOOLS = frozenset({"psql"})
+# A browser counts as a process too: Chromium, chromedriver, or Playwright's driver (a
+# `node` it ships), which starts Chromium (tests/e2e/browser.py).
+BROWSER_PROGRAMS = frozenset({"chromium", "chromedriver", "node"})
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +47,10 @@ def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.M
     def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **options: Any) -> None:
         program = Path(str(args[0] if isinstance(args, list | tuple) else args).split()[0])
         if program.name not in SETUP_TOOLS:
-            pytest.fail(f"{request.node.nodeid} starts {program.name}: mark it e2e")
+            what = (
+                f"a browser ({program.name})" if program.name in BROWSER_PROGRAMS else program.name
+            )
+            pytest.fail(f"{request.node.nodeid} starts {what}: mark it e2e")
         real_init(self, args, *rest, **options)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded)

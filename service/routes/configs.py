@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from core import configs
-from core.targets import host_is_blocked
+from core.targets import BLOCKED_TARGET_MESSAGE, url_is_blocked
 from service.auth import client_id
 from service.bodies import validated
 from service.errors import NotFound, ValidationFailed
@@ -27,12 +26,11 @@ TAG = "configurations"
 
 
 async def _check_target(request: Request, url: str) -> None:
-    if request.app.state.settings.allow_private_targets:
-        return
-    if await host_is_blocked(urlsplit(url).hostname or ""):
+    allow = request.app.state.settings.allow_private_targets
+    if await url_is_blocked(url, allow_private_targets=allow):
         raise ValidationFailed(
             "request validation failed",
-            details=[{"field": "url", "message": "targets a private or reserved address"}],
+            details=[{"field": "url", "message": BLOCKED_TARGET_MESSAGE}],
         )
 
 

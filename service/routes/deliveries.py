@@ -23,10 +23,6 @@ from service.schemas import (
 )
 
 TAG = "deliveries"
-_NOT_REDELIVERABLE = {
-    "held": "the delivery is held: re-enabling the configuration sends it",
-    "cancelled": "the delivery was cancelled with its configuration",
-}
 _BASE = "/config/webhook/{config_id:id}"
 
 
@@ -79,7 +75,7 @@ async def redeliver(request: Request) -> JSONResponse:
         found = await deliveries.get_delivery(request.app.state.db, config["id"], delivery_id)
         if found is None:
             raise NotFound("no such delivery")
-        raise Conflict(_NOT_REDELIVERABLE[found["status"]])
+        raise Conflict(deliveries.NOT_REDELIVERABLE[found["status"]])
     await _enqueue(request, [delivery_id])
     return JSONResponse({"delivery_id": delivery_id, "status": "pending"}, status_code=202)
 

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from core.database import Database, record_dict
 from core.tables import metadata, webhook_configs
+from service.routing import PageRoute
 
 CONFIGS = "/api/v2/config/webhook"
 PUBLIC_URL = "https://example.com/webhook_receiver"
@@ -88,11 +89,13 @@ async def config_row(db: Database, config_id: str) -> dict[str, Any]:
 
 
 def walk_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, Route]]:
-    """Every endpoint route of an app as (full path format, route), mounts flattened."""
+    """Every endpoint route of an app's HTTP API as (full path format, route), mounts
+    flattened; the browser's pages (`PageRoute`: the portal, the API reference) are not
+    operations of the API."""
     for route in routes:
         if isinstance(route, Mount):
             yield from walk_routes(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
+        elif isinstance(route, Route) and not isinstance(route, PageRoute):
             yield prefix + route.path_format, route
 
 

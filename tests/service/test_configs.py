@@ -313,6 +313,51 @@ async def test_delete_cancels_pending_and_held_deliveries_only(
     assert after[ids["pending"]][1] is None
 
 
+# --- enabled (SPEC 9) ---------------------------------------------------------------
+
+
+async def test_patch_enabled_false_disables_by_hand_and_true_enables_again(
+    app: Starlette, api: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    created = await create_config(api, auth)
+    one = f"{CONFIGS}/{created['id']}"
+
+    disabled = await api.patch(one, json={"enabled": False}, headers=auth)
+
+    assert disabled.status_code == 200, disabled.text
+    assert (disabled.json()["enabled"], disabled.json()["disabled_reason"]) == (False, "manual")
+    fetched = (await api.get(one, headers=auth)).json()
+    assert (fetched["enabled"], fetched["disabled_reason"]) == (False, "manual")
+    enabled = (await api.patch(one, json={"enabled": True}, headers=auth)).json()
+    assert enabled["enabled"] is True and "disabled_reason" not in enabled
+
+
+async def test_disabling_a_disabled_configuration_keeps_its_reason(
+    app: Starlette, api: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    created = await create_config(api, auth)
+    await app.state.db.execute(
+        webhook_configs.update()
+        .where(webhook_configs.c.id == created["id"])
+        .values(enabled=False, disabled_reason="gone")
+    )
+
+    response = await api.patch(f"{CONFIGS}/{created['id']}", json={"enabled": False}, headers=auth)
+
+    assert (response.json()["enabled"], response.json()["disabled_reason"]) == (False, "gone")
+
+
+@pytest.mark.parametrize("value", ["false", 0, 1, "yes"])
+async def test_enabled_must_be_a_json_boolean(
+    api: httpx.AsyncClient, auth: dict[str, str], value: object
+) -> None:
+    created = await create_config(api, auth)
+
+    response = await api.patch(f"{CONFIGS}/{created['id']}", json={"enabled": value}, headers=auth)
+
+    assert error_fields(response) == ["enabled"]
+
+
 # --- signing secret -----------------------------------------------------------------
 
 
