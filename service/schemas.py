@@ -329,6 +329,14 @@ class PortalSessionCreate(Strict):
             raise ValueError("must not be null (omit the field for the default)")
         return value
 
+    @field_validator("ttl_s", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON Schema's integer includes 444.0, so the route takes it too; not "444".
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
 
 class PortalSession(BaseModel):
     url: str = Field(description="Opens the portal once, until `expires_at`.")

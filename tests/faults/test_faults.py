@@ -504,7 +504,9 @@ def test_web_killed_during_a_burst_of_creations(env: Env, suite: Suite) -> None:
     def inject() -> str:
         traffic = env.traffic
         assert traffic is not None
-        # When web is SIGKILLed with requests in flight, then started again
+        # When web is SIGKILLed with requests in flight, then started again (it is paused
+        # first, so that requests are surely open in it: a quick web rarely has four)
+        env.stack.processes["web"].signal(signal.SIGSTOP)
         wait_for(lambda: traffic.in_flight >= 4, timeout_s=30, what="API requests in flight")
         in_flight_at_kill.append(traffic.in_flight)
         window.append(time.monotonic())
