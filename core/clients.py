@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, record_dict
+from core.database import Database, fetch_all, fetch_one
 from core.tables import clients
 
 API_KEY_PREFIX = "whk_"
@@ -28,30 +28,32 @@ async def create_client(db: Database, name: str) -> dict[str, Any]:
     """Create a client; the returned `api_key` is never stored nor shown again."""
     api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     client_id = str(uuid.uuid4())
-    await db.execute(
+    await fetch_all(
+        db,
         clients.insert().values(
             id=client_id, name=name, api_key_hash=hash_api_key(api_key), created_at=utcnow()
-        )
+        ),
     )
     return {"id": client_id, "name": name, "api_key": api_key}
 
 
 async def list_clients(db: Database) -> list[dict[str, Any]]:
-    rows = await db.fetch_all(
+    return await fetch_all(
+        db,
         sa.select(
             clients.c.id, clients.c.name, clients.c.created_at, clients.c.revoked_at
-        ).order_by(clients.c.created_at)
+        ).order_by(clients.c.created_at),
     )
-    return [record_dict(row) for row in rows]
 
 
 async def revoke_client(db: Database, client_id: str) -> bool:
     """Revoke a client's key; False if no such active client."""
-    revoked = await db.fetch_val(
+    revoked = await fetch_one(
+        db,
         clients.update()
         .where(clients.c.id == client_id, clients.c.revoked_at.is_(None))
         .values(revoked_at=utcnow())
-        .returning(clients.c.id)
+        .returning(clients.c.id),
     )
     _recent_keys.clear()
     return revoked is not None
@@ -91,12 +93,13 @@ async def authenticate(db: Database, api_key: str) -> str | None:
     cached = _recent_keys.get(key_hash)
     if cached is not None:
         return cached
-    client_id = await db.fetch_val(
-        sa.select(clients.c.id).where(
-            clients.c.api_key_hash == key_hash, clients.c.revoked_at.is_(None)
-        )
-    )
-    if client_id is None:
+    row = await fetch_one(db, _ACTIVE_CLIENT, {"key_hash": key_hash})
+    if row is None:
         return None
-    _recent_keys.put(key_hash, str(client_id))
-    return str(client_id)
+    _recent_keys.put(key_hash, str(row["id"]))
+    return str(row["id"])
+
+
+_ACTIVE_CLIENT = sa.select(clients.c.id).where(
+    clients.c.api_key_hash == sa.bindparam("key_hash"), clients.c.revoked_at.is_(None)
+)

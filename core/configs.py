@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, record_dict
+from core.database import Database, Query, Row, WriteUnit, fetch_all, fetch_one, run_in_transaction
 from core.tables import deliveries, webhook_configs
 
 SIGNING_SECRET_PREFIX = "whsec_"
@@ -62,34 +62,46 @@ async def create_config(
         "created_at": now,
         "updated_at": now,
     }
-    await db.execute(webhook_configs.insert().values(**values))
+    await fetch_all(db, webhook_configs.insert().values(**values))
     return values
 
 
+_MINE = sa.and_(
+    webhook_configs.c.id == sa.bindparam("config_id"),
+    webhook_configs.c.client_id == sa.bindparam("client_id"),
+    webhook_configs.c.deleted_at.is_(None),
+)
+_CONFIG = sa.select(webhook_configs).where(_MINE)
+
+
 async def get_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
-    row = await db.fetch_one(sa.select(webhook_configs).where(_mine(client_id, config_id)))
-    return record_dict(row) if row is not None else None
+    return await fetch_one(db, _CONFIG, {"client_id": client_id, "config_id": config_id})
 
 
-async def locked_state(db: Database, config_id: str) -> dict[str, Any]:
-    """`enabled` and `deleted_at` of a configuration, read inside the caller's transaction
-    under a share lock on PostgreSQL (SQLite's write transactions are serial anyway): a
-    re-enable cannot commit between this read and the caller's writes."""
-    query = sa.select(webhook_configs.c.enabled, webhook_configs.c.deleted_at).where(
-        webhook_configs.c.id == config_id
-    )
-    if db.url.dialect == "postgresql":
-        query = query.with_for_update(read=True)
-    return record_dict(await db.fetch_one(query))
+# The share lock is PostgreSQL's (SQLite's write transactions are serial anyway, and
+# SQLAlchemy renders no FOR SHARE for it).
+_LOCKED_STATE = (
+    sa.select(webhook_configs.c.enabled, webhook_configs.c.deleted_at)
+    .where(webhook_configs.c.id == sa.bindparam("config_id"))
+    .with_for_update(read=True)
+)
+
+
+def locked_state(config_id: str) -> WriteUnit[Row]:
+    """In a write unit (`yield from`): `enabled` and `deleted_at` of a configuration,
+    under a share lock: a re-enable cannot commit between this read and the unit's
+    writes."""
+    [state] = yield Query(_LOCKED_STATE, {"config_id": config_id})
+    return state
 
 
 async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
-    rows = await db.fetch_all(
+    return await fetch_all(
+        db,
         sa.select(webhook_configs)
         .where(webhook_configs.c.client_id == client_id, webhook_configs.c.deleted_at.is_(None))
-        .order_by(webhook_configs.c.created_at, webhook_configs.c.id)
+        .order_by(webhook_configs.c.created_at, webhook_configs.c.id),
     )
-    return [record_dict(row) for row in rows]
 
 
 async def update_config(
@@ -107,46 +119,51 @@ async def update_config(
             (webhook_configs.c.enabled, MANUAL), else_=webhook_configs.c.disabled_reason
         )
         changes = {**changes, "disabled_reason": reason}
-    async with db.transaction():
-        row = await db.fetch_one(
-            webhook_configs.update()
-            .where(_mine(client_id, config_id))
-            .values(**changes, updated_at=utcnow())
-            .returning(*webhook_configs.c)
-        )
-        if row is None:
-            return None, []
-        released = await _release_held(db, config_id) if changes.get("enabled") else []
-    return record_dict(row), released
+    return await run_in_transaction(db, _updating(client_id, config_id, changes))
 
 
-async def _release_held(db: Database, config_id: str) -> list[str]:
-    rows = await db.fetch_all(
+def _updating(
+    client_id: str, config_id: str, changes: dict[str, Any]
+) -> WriteUnit[tuple[dict[str, Any] | None, list[str]]]:
+    rows = yield Query(
+        webhook_configs.update()
+        .where(_mine(client_id, config_id))
+        .values(**changes, updated_at=utcnow())
+        .returning(*webhook_configs.c)
+    )
+    if not rows:
+        return None, []
+    if not changes.get("enabled"):
+        return rows[0], []
+    released = yield Query(
         deliveries.update()
         .where(deliveries.c.config_id == config_id, deliveries.c.status == "held")
         .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
         .returning(deliveries.c.id)
     )
-    return [str(row[0]) for row in rows]
+    return rows[0], [str(row["id"]) for row in released]
 
 
 async def delete_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
     """Soft-delete the configuration and cancel its deliveries that are not yet final."""
-    async with db.transaction():
-        row = await db.fetch_one(
-            webhook_configs.update()
-            .where(_mine(client_id, config_id))
-            .values(deleted_at=utcnow())
-            .returning(*webhook_configs.c)
-        )
-        if row is None:
-            return None
-        await db.execute(
-            deliveries.update()
-            .where(deliveries.c.config_id == config_id, deliveries.c.status.in_(CANCELLABLE))
-            .values(status="cancelled", next_attempt_at=None, lease_expires_at=None)
-        )
-    return record_dict(row)
+    return await run_in_transaction(db, _deleting(client_id, config_id))
+
+
+def _deleting(client_id: str, config_id: str) -> WriteUnit[dict[str, Any] | None]:
+    rows = yield Query(
+        webhook_configs.update()
+        .where(_mine(client_id, config_id))
+        .values(deleted_at=utcnow())
+        .returning(*webhook_configs.c)
+    )
+    if not rows:
+        return None
+    yield Query(
+        deliveries.update()
+        .where(deliveries.c.config_id == config_id, deliveries.c.status.in_(CANCELLABLE))
+        .values(status="cancelled", next_attempt_at=None, lease_expires_at=None)
+    )
+    return rows[0]
 
 
 async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | None:
@@ -154,7 +171,8 @@ async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | N
     statement, so that concurrent rotations each keep the secret they replaced."""
     now = utcnow()
     secret = new_signing_secret()
-    row = await db.fetch_one(
+    row = await fetch_one(
+        db,
         webhook_configs.update()
         .where(_mine(client_id, config_id))
         .values(
@@ -163,6 +181,6 @@ async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | N
             previous_secret_expires_at=now + PREVIOUS_SECRET_TTL,
             updated_at=now,
         )
-        .returning(webhook_configs.c.id)
+        .returning(webhook_configs.c.id),
     )
     return secret if row is not None else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
@@ -15,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from core.database import Database
+from core.database import Database, fetch_one
 from core.tables import deliveries, outbox
 
 DELIVERIES = Counter(
@@ -44,15 +45,9 @@ def _process_registry() -> CollectorRegistry:
 
 
 async def _database_gauges(db: Database, now: datetime) -> bytes:
-    outbox_pending = await db.fetch_val(
-        sa.select(sa.func.count()).select_from(outbox).where(outbox.c.dispatched_at.is_(None))
-    )
-    oldest: datetime | None = await db.fetch_val(
-        sa.select(sa.func.min(outbox.c.created_at)).where(outbox.c.dispatched_at.is_(None))
-    )
-    deliveries_pending = await db.fetch_val(
-        sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
-    )
+    outbox_pending = await _value(db, _OUTBOX_PENDING)
+    oldest: datetime | None = await _value(db, _OLDEST_PENDING_EVENT)
+    deliveries_pending = await _value(db, _DELIVERIES_PENDING)
     values = {
         "webhooks_outbox_pending": ("Events in the outbox not yet fanned out.", outbox_pending),
         "webhooks_deliveries_pending": ("Deliveries waiting for an attempt.", deliveries_pending),
@@ -64,6 +59,26 @@ async def _database_gauges(db: Database, now: datetime) -> bytes:
     registry = CollectorRegistry()
     registry.register(_Snapshot(values))
     return generate_latest(registry)
+
+
+_OUTBOX_PENDING = (
+    sa.select(sa.func.count().label("value"))
+    .select_from(outbox)
+    .where(outbox.c.dispatched_at.is_(None))
+)
+_OLDEST_PENDING_EVENT = sa.select(sa.func.min(outbox.c.created_at).label("value")).where(
+    outbox.c.dispatched_at.is_(None)
+)
+_DELIVERIES_PENDING = (
+    sa.select(sa.func.count().label("value"))
+    .select_from(deliveries)
+    .where(deliveries.c.status == "pending")
+)
+
+
+async def _value(db: Database, statement: sa.Select[Any]) -> Any:
+    row = await fetch_one(db, statement)
+    return None if row is None else row["value"]
 
 
 class _Snapshot(Collector):

@@ -15,33 +15,23 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
-from core.database import normalize_url
+from core.database.urls import SQLITE, DatabaseUrl, parse_database_url
 
 
 class MigrationError(Exception):
     """The schema could not be brought up to date; the message is safe to print."""
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str | DatabaseUrl) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.set_main_option("sqlalchemy.url", _async_url(database_url).replace("%", "%%"))
+    url = parse_database_url(database_url).alembic_url
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-def _async_url(database_url: str) -> str:
-    url = normalize_url(database_url)
-    if url.startswith("sqlite:"):
-        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
-    return "postgresql+asyncpg:" + url.removeprefix("postgresql:")
-
-
 @contextlib.contextmanager
-def _sqlite_file_lock(database_url: str) -> Iterator[None]:
-    path = database_url.removeprefix("sqlite:///")
-    if not path or path == ":memory:":
-        yield
-        return
+def _sqlite_file_lock(path: str) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.migrate-lock", "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -51,16 +41,13 @@ def _sqlite_file_lock(database_url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def upgrade(database_url: str) -> None:
+def upgrade(database_url: str | DatabaseUrl) -> None:
     """Migrate to the newest revision; raise `MigrationError` if the database refuses."""
-    lock = (
-        _sqlite_file_lock(database_url)
-        if database_url.startswith("sqlite")
-        else contextlib.nullcontext()
-    )
+    url = parse_database_url(database_url)
+    lock = _sqlite_file_lock(url.sqlite_path) if url.backend == SQLITE else contextlib.nullcontext()
     try:
         with lock:
-            command.upgrade(alembic_config(database_url), "head")
+            command.upgrade(alembic_config(url), "head")
     except Exception as exc:
         raise MigrationError(
             f"could not migrate the database: {type(exc).__name__}: {_first_line(exc)}"

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.database.urls import SQLITE, DatabaseUrl, parse_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./webhooks.db"
 DEFAULT_MAX_ATTEMPTS = 10
@@ -39,9 +50,15 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, arbitrary_types_allowed=True)
 
-    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    # Parsed here, once: every consumer takes the `DatabaseUrl`.
+    database_url: Annotated[
+        DatabaseUrl,
+        NoDecode,
+        BeforeValidator(parse_database_url),
+        PlainSerializer(lambda url: url.redacted),
+    ] = Field(parse_database_url(DEFAULT_DATABASE_URL), validation_alias="DATABASE_URL")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     port: int = Field(8000, ge=1, le=65535, validation_alias="PORT")
     allow_private_targets: bool = Field(False, validation_alias="WEBHOOKS_ALLOW_PRIVATE_TARGETS")
@@ -84,17 +101,6 @@ class Settings(BaseSettings):
     portal_secret: SecretStr | None = Field(
         None, min_length=MIN_PORTAL_SECRET_LENGTH, validation_alias="WEBHOOKS_PORTAL_SECRET"
     )
-
-    @field_validator("database_url")
-    @classmethod
-    def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("must start with sqlite:/// or postgresql://")
-        path = value.removeprefix("sqlite:///") if value.startswith("sqlite") else "-"
-        if not path or path.startswith(":memory:"):
-            # Every process and connection must see the same data: a file is required.
-            raise ValueError("sqlite:/// needs a file path, e.g. sqlite:///./webhooks.db")
-        return value
 
     @field_validator("public_url")
     @classmethod
@@ -141,7 +147,7 @@ class Settings(BaseSettings):
 
     @property
     def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
+        return self.database_url.backend == SQLITE
 
 
 def load_settings() -> Settings:

@@ -18,7 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.clock import utcnow
-from core.database import Database, Slots, execute_many, fetch_bound, record_dict
+from core.database import (
+    Database,
+    FixedInList,
+    Query,
+    Row,
+    WriteUnit,
+    run_in_transaction,
+)
 from core.events import event_body
 from core.tables import deliveries, outbox, webhook_configs
 
@@ -30,52 +37,43 @@ class Fanout:
     held: int
 
 
-def _claim_query(db: Database, batch_size: int) -> sa.Select[Any]:
-    query = (
-        sa.select(
-            outbox.c.seq,
-            outbox.c.event_id,
-            outbox.c.client_id,
-            outbox.c.event_type,
-            outbox.c.content,
-        )
-        .where(outbox.c.dispatched_at.is_(None))
-        .order_by(outbox.c.seq)
-        .limit(batch_size)
+# FOR UPDATE SKIP LOCKED is PostgreSQL's (SQLAlchemy renders none for SQLite, whose
+# write transactions are serial).
+_CLAIM = (
+    sa.select(
+        outbox.c.seq,
+        outbox.c.event_id,
+        outbox.c.client_id,
+        outbox.c.event_type,
+        outbox.c.content,
     )
-    if db.url.dialect == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return query
+    .where(outbox.c.dispatched_at.is_(None))
+    .order_by(outbox.c.seq)
+    .limit(sa.bindparam("batch_size", type_=sa.Integer))
+    .with_for_update(skip_locked=True)
+)
 
-
-_CLIENTS = Slots("client", 16)
-
-
-def _subscribers_statement(*, share_lock: bool) -> sa.Select[Any]:
-    query = sa.select(
+_CLIENTS = FixedInList("client", 16)
+# On PostgreSQL, a re-enable that commits during the fan-out would miss the held rows
+# it inserts: the configurations are read under a share lock. Rows are locked in
+# (client, id) order, as the workers' records lock them (the chunks go in client order).
+_SUBSCRIBERS = (
+    sa.select(
         webhook_configs.c.id,
         webhook_configs.c.client_id,
         webhook_configs.c.subscribed_events,
         webhook_configs.c.enabled,
-    ).where(_CLIENTS.in_(webhook_configs.c.client_id), webhook_configs.c.deleted_at.is_(None))
-    # On PostgreSQL, a re-enable that commits during the fan-out would miss the held rows
-    # it inserts. Rows are locked in (client, id) order, as the workers' records lock
-    # them (the chunks go in client order).
-    query = query.order_by(webhook_configs.c.client_id, webhook_configs.c.id)
-    return query.with_for_update(read=True) if share_lock else query
+    )
+    .where(_CLIENTS.in_(webhook_configs.c.client_id), webhook_configs.c.deleted_at.is_(None))
+    .order_by(webhook_configs.c.client_id, webhook_configs.c.id)
+    .with_for_update(read=True)
+)
 
 
-_SUBSCRIBERS = {
-    "postgresql": _subscribers_statement(share_lock=True),
-    "sqlite": _subscribers_statement(share_lock=False),
-}
-
-
-async def _subscribers(db: Database, client_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
-    by_client: dict[str, list[dict[str, Any]]] = {}
+def _subscribers(client_ids: set[str]) -> WriteUnit[dict[str, list[Row]]]:
+    by_client: dict[str, list[Row]] = {}
     for chunk in _CLIENTS.chunks(sorted(client_ids)):
-        rows = await fetch_bound(db, _SUBSCRIBERS[db.url.dialect], _CLIENTS.values(chunk))
-        for row in map(record_dict, rows):
+        for row in (yield Query(_SUBSCRIBERS, _CLIENTS.values(chunk))):
             by_client.setdefault(row["client_id"], []).append(row)
     return by_client
 
@@ -158,10 +156,19 @@ _MARK_DISPATCHED = (
 )
 
 
+def deliveries_insert(db: Database, rows: Sequence[dict[str, Any]]) -> Query:
+    """For a write unit: the INSERT of `delivery_row`s in one statement batch; a row
+    whose (event, configuration) pair exists already is skipped."""
+    return Query.for_each(_INSERT[db.url.dialect], rows)
+
+
 async def insert_deliveries(db: Database, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `delivery_row`s in one statement batch; a row whose (event, configuration)
-    pair exists already is skipped."""
-    await execute_many(db, _INSERT[db.url.dialect], rows)
+    """Insert `delivery_row`s (see `deliveries_insert`) in a transaction of their own."""
+    await run_in_transaction(db, _inserting(deliveries_insert(db, rows)))
+
+
+def _inserting(insert: Query) -> WriteUnit[None]:
+    yield insert
 
 
 async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
@@ -171,16 +178,19 @@ async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
     A pair that was fanned out before keeps its delivery, and the id this round made for
     it names no delivery: its message is a no-op (it cannot happen while events are
     claimed and marked in one transaction; the unique constraint is the safety net)."""
-    async with db.transaction():
-        events = [record_dict(row) for row in await db.fetch_all(_claim_query(db, batch_size))]
-        if not events:
-            return Fanout(0, [], 0)
-        subscribers = await _subscribers(db, {event["client_id"] for event in events})
-        rows = _rows(events, subscribers)
-        await insert_deliveries(db, rows)
-        now = utcnow()
-        await execute_many(
-            db, _MARK_DISPATCHED, [{"seq": event["seq"], "dispatched_at": now} for event in events]
-        )
+    return await run_in_transaction(db, _fanning_out(_INSERT[db.url.dialect], batch_size))
+
+
+def _fanning_out(insert: sa.Insert, batch_size: int) -> WriteUnit[Fanout]:
+    events = yield Query(_CLAIM, {"batch_size": batch_size})
+    if not events:
+        return Fanout(0, [], 0)
+    subscribers = yield from _subscribers({event["client_id"] for event in events})
+    rows = _rows(events, subscribers)
+    yield Query.for_each(insert, rows)
+    now = utcnow()
+    yield Query.for_each(
+        _MARK_DISPATCHED, [{"seq": event["seq"], "dispatched_at": now} for event in events]
+    )
     pending = [row["id"] for row in rows if row["status"] == "pending"]
     return Fanout(len(events), pending, sum(1 for row in rows if row["status"] == "held"))

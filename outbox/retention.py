@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from core.database import Database
+from core.database import Database, Query, WriteUnit, fetch_all, run_in_transaction
 from core.tables import attempts, deliveries, outbox
 
 PRUNE_BATCH = 1000
@@ -40,6 +40,13 @@ class Pruned:
 
 
 async def _prune_deliveries_batch(db: Database, cutoff: datetime) -> tuple[int, int]:
+    return await run_in_transaction(db, _pruning_deliveries(cutoff))
+
+
+def _pruning_deliveries(cutoff: datetime) -> WriteUnit[tuple[int, int]]:
+    """One batch: its ids are locked until commit on PostgreSQL (SKIP LOCKED, which
+    SQLAlchemy renders for it only): a redelivery waits for the prune (then finds
+    nothing), and a row a redelivery holds is skipped, not deleted behind its back."""
     last_activity = sa.func.coalesce(
         deliveries.c.delivered_at, deliveries.c.last_attempt_at, deliveries.c.created_at
     )
@@ -47,32 +54,25 @@ async def _prune_deliveries_batch(db: Database, cutoff: datetime) -> tuple[int, 
         sa.select(deliveries.c.id)
         .where(deliveries.c.status.in_(("delivered", "failed")), last_activity < cutoff)
         .limit(PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
     )
-    if db.url.dialect == "postgresql":
-        # Locked until commit: a redelivery waits for the prune (then finds nothing), and a
-        # row a redelivery holds is skipped, not deleted behind its back.
-        old = old.with_for_update(skip_locked=True)
-    async with db.transaction():
-        ids = [str(row[0]) for row in await db.fetch_all(old)]
-        if not ids:
-            return 0, 0
-        removed_attempts = await db.fetch_all(
-            attempts.delete().where(attempts.c.delivery_id.in_(ids)).returning(attempts.c.id)
-        )
-        await db.execute(deliveries.delete().where(deliveries.c.id.in_(ids)))
+    ids = [str(row["id"]) for row in (yield Query(old))]
+    if not ids:
+        return 0, 0
+    removed_attempts = yield Query(
+        attempts.delete().where(attempts.c.delivery_id.in_(ids)).returning(attempts.c.id)
+    )
+    yield Query(deliveries.delete().where(deliveries.c.id.in_(ids)))
     return len(ids), len(removed_attempts)
 
 
 async def _prune_outbox_batch(db: Database, cutoff: datetime) -> int:
-    async with db.transaction():
-        old = (
-            sa.select(outbox.c.seq)
-            .where(outbox.c.dispatched_at.is_not(None), outbox.c.created_at < cutoff)
-            .limit(PRUNE_BATCH)
-        )
-        rows = await db.fetch_all(
-            outbox.delete().where(outbox.c.seq.in_(old)).returning(outbox.c.seq)
-        )
+    old = (
+        sa.select(outbox.c.seq)
+        .where(outbox.c.dispatched_at.is_not(None), outbox.c.created_at < cutoff)
+        .limit(PRUNE_BATCH)
+    )
+    rows = await fetch_all(db, outbox.delete().where(outbox.c.seq.in_(old)).returning(outbox.c.seq))
     return len(rows)
 
 

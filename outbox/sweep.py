@@ -9,7 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database
+from core.database import Database, fetch_all
 from core.tables import deliveries
 
 SWEEP_BATCH = 1000
@@ -28,12 +28,11 @@ async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
         )
         .limit(SWEEP_BATCH)
     )
-    if db.url.dialect == "postgresql":
-        stranded = stranded.with_for_update(skip_locked=True)
-    rows = await db.fetch_all(
+    rows = await fetch_all(
+        db,
         deliveries.update()
-        .where(deliveries.c.id.in_(stranded))
+        .where(deliveries.c.id.in_(stranded.with_for_update(skip_locked=True)))
         .values(next_attempt_at=now)
-        .returning(deliveries.c.id)
+        .returning(deliveries.c.id),
     )
-    return [str(row[0]) for row in rows]
+    return [str(row["id"]) for row in rows]

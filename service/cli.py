@@ -90,7 +90,7 @@ def main(log_format: str, log_level: str) -> None:
 def migrate() -> None:
     """Bring the database schema up to date."""
     settings = _migrated_settings()
-    click.echo(f"database is up to date ({settings.database_url.split('://', 1)[0]})")
+    click.echo(f"database is up to date ({settings.database_url.backend})")
 
 
 @main.command()

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.configs import locked_state
-from core.database import Database, record_dict
+from core.database import Database, WriteUnit, fetch_all, fetch_one, run_in_transaction
 from core.events import PING_EVENT, event_body
 from core.tables import attempts, deliveries, webhook_configs
-from outbox.fanout import delivery_row, insert_deliveries
+from outbox.fanout import deliveries_insert, delivery_row
 
 ITEM_COLUMNS = (
     deliveries.c.id,
@@ -104,13 +104,14 @@ async def list_deliveries(
                 sa.and_(deliveries.c.created_at == created_at, deliveries.c.id < delivery_id),
             )
         )
-    rows = await db.fetch_all(
+    rows = await fetch_all(
+        db,
         sa.select(*ITEM_COLUMNS)
         .where(*conditions)
         .order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc())
-        .limit(limit + 1)
+        .limit(limit + 1),
     )
-    items = [record_dict(row) for row in rows[:limit]]
+    items = rows[:limit]
     more = len(rows) > limit
     next_cursor = encode_cursor(items[-1]["created_at"], items[-1]["id"]) if more else None
     return items, next_cursor
@@ -121,7 +122,7 @@ async def config_exists(db: Database, config_id: str) -> bool:
     the operators' view (the CLI), for whom a deleted configuration's deliveries stay
     on record until they are pruned."""
     query = sa.select(webhook_configs.c.id).where(webhook_configs.c.id == config_id)
-    return await db.fetch_one(query) is not None
+    return await fetch_one(db, query) is not None
 
 
 async def get_delivery(
@@ -134,23 +135,23 @@ async def get_delivery(
     query = sa.select(*columns).where(deliveries.c.id == delivery_id)
     if config_id is not None:
         query = query.where(deliveries.c.config_id == config_id)
-    row = await db.fetch_one(query)
-    if row is None:
+    item = await fetch_one(db, query)
+    if item is None:
         return None
-    item = record_dict(row)
-    found = await db.fetch_all(
+    item["attempts"] = await fetch_all(
+        db,
         sa.select(*ATTEMPT_COLUMNS)
         .where(attempts.c.delivery_id == delivery_id)
-        .order_by(attempts.c.number, attempts.c.id)
+        .order_by(attempts.c.number, attempts.c.id),
     )
-    item["attempts"] = [record_dict(attempt) for attempt in found]
     return item
 
 
 async def redeliver(db: Database, config_id: str, delivery_id: str) -> bool:
     """Make the delivery due now (the same `webhook-id`); False if it is not there or was
     cancelled. A final delivery gets one more attempt; a pending one keeps its retries."""
-    row = await db.fetch_one(
+    row = await fetch_one(
+        db,
         deliveries.update()
         .where(
             deliveries.c.id == delivery_id,
@@ -158,7 +159,7 @@ async def redeliver(db: Database, config_id: str, delivery_id: str) -> bool:
             deliveries.c.status.in_(REDELIVERABLE),
         )
         .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
-        .returning(deliveries.c.id)
+        .returning(deliveries.c.id),
     )
     return row is not None
 
@@ -168,32 +169,36 @@ async def recover(
 ) -> list[str]:
     """Send again every `failed` delivery created in [since, until); returns their ids."""
     conditions = _conditions(config_id, Filters(status="failed", since=since, until=until))
-    rows = await db.fetch_all(
+    rows = await fetch_all(
+        db,
         deliveries.update()
         .where(*conditions)
         .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
-        .returning(deliveries.c.id)
+        .returning(deliveries.c.id),
     )
-    return [str(row[0]) for row in rows]
+    return [str(row["id"]) for row in rows]
 
 
 async def create_ping(db: Database, config: dict[str, Any]) -> str:
     """A `ping` delivery to this configuration, whatever it subscribes to (`held` while
     the configuration is disabled, as any other event)."""
+    return await run_in_transaction(db, _pinging(db, config))
+
+
+def _pinging(db: Database, config: dict[str, Any]) -> WriteUnit[str]:
     now = utcnow()
     content = {"config_id": config["id"], "sent_at": now.isoformat()}
-    async with db.transaction():
-        state = await locked_state(db, config["id"])
-        row = delivery_row(
-            config_id=config["id"],
-            client_id=config["client_id"],
-            event_id=str(uuid.uuid4()),
-            event_type=PING_EVENT,
-            body=event_body(PING_EVENT, content),
-            enabled=state["enabled"],
-            now=now,
-        )
-        await insert_deliveries(db, [row])
+    state = yield from locked_state(config["id"])
+    row = delivery_row(
+        config_id=config["id"],
+        client_id=config["client_id"],
+        event_id=str(uuid.uuid4()),
+        event_type=PING_EVENT,
+        body=event_body(PING_EVENT, content),
+        enabled=state["enabled"],
+        now=now,
+    )
+    yield deliveries_insert(db, [row])
     return str(row["id"])
 
 

@@ -34,7 +34,8 @@ class Capacity:
         finally:
             await held.give(held.count)
 
-    async def _give(self, count: int) -> None:
+    async def free(self, count: int) -> None:
+        """Make `count` held slots free again (`Held.give` calls it)."""
         async with self._changed:
             self._free += count
             self._changed.notify_all()
@@ -51,4 +52,4 @@ class Held:
         count = min(count, self.count)
         if count > 0:
             self.count -= count
-            await self._capacity._give(count)
+            await self._capacity.free(count)

@@ -16,16 +16,7 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.configs import locked_state
-from core.database import (
-    AllRows,
-    Bound,
-    Database,
-    Many,
-    Slots,
-    WriteUnit,
-    record_dict,
-    run_unit,
-)
+from core.database import Database, FixedInList, Query, WriteUnit, run_in_transaction
 from core.tables import UTCDateTime, attempts, deliveries, webhook_configs
 
 # A message may arrive a little before the due time it was delayed to.
@@ -86,7 +77,7 @@ def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
 
 # Built once with a fixed number of id slots: building and compiling a statement per
 # call cost more than running it.
-_IDS = Slots("id", 16)
+_IDS = FixedInList("id", 16)
 _CLAIM = (
     deliveries.update()
     .where(
@@ -115,7 +106,7 @@ async def claim(db: Database, delivery_ids: Sequence[str], *, lease_s: float) ->
     are final, not due yet or leased by another worker are left out. Two statements for
     each 16 ids, the lease and the configurations, as a write unit: on SQLite it shares
     the process's next group commit instead of waiting for the lock on its own."""
-    return await run_unit(db, _claiming(delivery_ids, lease_s))
+    return await run_in_transaction(db, _claiming(delivery_ids, lease_s))
 
 
 def _claiming(delivery_ids: Sequence[str], lease_s: float) -> WriteUnit[list[Claim]]:
@@ -124,13 +115,12 @@ def _claiming(delivery_ids: Sequence[str], lease_s: float) -> WriteUnit[list[Cla
         now = utcnow()
         lease_expires_at = now + timedelta(seconds=lease_s)
         times = {"due_by": now + EARLY_ARRIVAL_SLACK, "now": now, "lease": lease_expires_at}
-        leased = yield AllRows(Bound(_CLAIM, _IDS.values(chunk) | times))
-        if not leased:
+        rows = yield Query(_CLAIM, _IDS.values(chunk) | times)
+        if not rows:
             continue
-        rows = [record_dict(row) for row in leased]
         config_ids = list({row["config_id"] for row in rows})
-        found = yield AllRows(Bound(_CONFIGS, _IDS.values(config_ids)))
-        configs = {config["id"]: config for config in map(record_dict, found)}
+        found = yield Query(_CONFIGS, _IDS.values(config_ids))
+        configs = {config["id"]: config for config in found}
         claims += [
             _claim(row, configs[row["config_id"]], now=now, lease_expires_at=lease_expires_at)
             for row in rows
@@ -167,16 +157,22 @@ async def park(db: Database, claim: Claim) -> Status | None:
     attempt, as the configuration is NOW: the row is read under a share lock, so a
     re-enable that commits meanwhile either waits for this and releases the delivery, or
     is seen here. Returns the status set, or None if the configuration is usable again."""
-    async with db.transaction():
-        config = await locked_state(db, claim.config_id)
-        if config["deleted_at"] is None and config["enabled"]:
-            return None
-        status = Status.CANCELLED if config["deleted_at"] is not None else Status.HELD
-        await db.execute(
-            deliveries.update()
-            .where(deliveries.c.id == claim.delivery_id, deliveries.c.status == Status.PENDING)
-            .values(status=status, lease_expires_at=None, next_attempt_at=None)
-        )
+    return await run_in_transaction(db, _parking(claim))
+
+
+_PARK = (
+    deliveries.update()
+    .where(deliveries.c.id == sa.bindparam("delivery_id"), deliveries.c.status == Status.PENDING)
+    .values(status=sa.bindparam("status"), lease_expires_at=None, next_attempt_at=None)
+)
+
+
+def _parking(claim: Claim) -> WriteUnit[Status | None]:
+    config = yield from locked_state(claim.config_id)
+    if config["deleted_at"] is None and config["enabled"]:
+        return None
+    status = Status.CANCELLED if config["deleted_at"] is not None else Status.HELD
+    yield Query(_PARK, {"delivery_id": claim.delivery_id, "status": status})
     return status
 
 
@@ -199,11 +195,11 @@ async def release(db: Database, claims: Sequence[tuple[Claim, datetime]]) -> Non
         {"delivery_id": claim.delivery_id, "held_lease": claim.lease_expires_at, "due_at": due_at}
         for claim, due_at in claims
     ]
-    await run_unit(db, _releasing(rows))
+    await run_in_transaction(db, _releasing(rows))
 
 
 def _releasing(rows: list[dict[str, Any]]) -> WriteUnit[None]:
-    yield Many(_RELEASE, rows)
+    yield Query.for_each(_RELEASE, rows)
 
 
 @dataclass(frozen=True)
@@ -258,16 +254,18 @@ async def record(db: Database, results: Sequence[Result], *, disable_after_s: fl
         for (_, config_id), verdict in sorted(_health_by_config(results).items())
         if (changes := _health_changes(*verdict, disable_after_s=disable_after_s))
     ]
-    await run_unit(db, _recording(rows, health))
+    await run_in_transaction(db, _recording(rows, health))
 
 
 def _recording(
     rows: list[dict[str, Any]], health: list[tuple[str, dict[str, Any]]]
 ) -> WriteUnit[None]:
     for config_id, changes in health:
-        yield webhook_configs.update().where(webhook_configs.c.id == config_id).values(**changes)
-    yield Many(_INSERT_ATTEMPT, rows)
-    yield Many(_UPDATE_DELIVERY, rows)
+        yield Query(
+            webhook_configs.update().where(webhook_configs.c.id == config_id).values(**changes)
+        )
+    yield Query.for_each(_INSERT_ATTEMPT, rows)
+    yield Query.for_each(_UPDATE_DELIVERY, rows)
 
 
 def _result_row(result: Result) -> dict[str, Any]:

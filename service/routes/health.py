@@ -6,8 +6,11 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from core.database import fetch_one
 from service.routing import ApiRoute, Operation
 from service.schemas import Health
+
+_PING = sa.select(sa.literal(1).label("one"))
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -17,7 +20,7 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     checks = {"database": "ok"}
     try:
-        await request.app.state.db.fetch_val(sa.text("SELECT 1"))
+        await fetch_one(request.app.state.db, _PING)
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     broker_check = request.app.state.broker_check

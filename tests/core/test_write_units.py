@@ -1,23 +1,22 @@
-"""`run_unit`: write units commit alone or not at all, also when SQLite group-commits
-them with others in one transaction."""
+"""`run_in_transaction`: write units commit alone or not at all, also when SQLite
+group-commits them with others in one transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import uuid
-from functools import partial
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from asyncpg import UniqueViolationError
 
-import core.database
+import core.database.sqlite_connections
+import core.database.sqlite_writer
 from core.clock import utcnow
-from core.database import Bound, Database, WriteUnit, run_unit
+from core.database import Database, Query, WriteUnit, fetch_all, run_in_transaction
 from core.tables import clients
-from tests.outbox.helpers import eventually
 
 _INSERT_CLIENT = clients.insert().values(
     id=sa.bindparam("new_id"),
@@ -31,9 +30,9 @@ class Refused(Exception):
     """A unit's own failure, after its write."""
 
 
-def _insert(name: str, key_hash: str | None = None) -> Bound:
+def _insert(name: str, key_hash: str | None = None) -> Query:
     params = {"new_id": str(uuid.uuid4()), "new_name": name, "now": utcnow()}
-    return Bound(_INSERT_CLIENT, {**params, "new_hash": key_hash or uuid.uuid4().hex})
+    return Query(_INSERT_CLIENT, {**params, "new_hash": key_hash or uuid.uuid4().hex})
 
 
 def _add(name: str, *, key_hash: str | None = None, then_fail: bool = False) -> WriteUnit[str]:
@@ -43,15 +42,8 @@ def _add(name: str, *, key_hash: str | None = None, then_fail: bool = False) -> 
     return name
 
 
-def _add_twice(name: str) -> WriteUnit[str]:
-    yield sa.select(clients.c.id).where(clients.c.name == name)
-    yield _insert(name)
-    yield _insert(name)
-    return name
-
-
 async def _names(db: Database, prefix: str) -> set[str]:
-    rows = await db.fetch_all(sa.select(clients.c.name).where(clients.c.name.like(f"{prefix}%")))
+    rows = await fetch_all(db, sa.select(clients.c.name).where(clients.c.name.like(f"{prefix}%")))
     return {row["name"] for row in rows}
 
 
@@ -60,15 +52,15 @@ async def test_concurrent_units_commit_but_those_that_fail_leave_nothing(
 ) -> None:
     # Given a taken key hash, and (on SQLite) a record of each batch's size
     prefix, taken = uuid.uuid4().hex, uuid.uuid4().hex
-    await run_unit(db, _add(f"{prefix}-taken", key_hash=taken))
+    await run_in_transaction(db, _add(f"{prefix}-taken", key_hash=taken))
     batches: list[int] = []
-    run_batch = core.database._run_batch
+    commit = core.database.sqlite_writer._commit
 
-    def recorded(raw: Any, compiler: Any, batch: list[Any]) -> None:
+    def recorded(connection: Any, statements: Any, batch: list[Any]) -> None:
         batches.append(len(batch))
-        run_batch(raw, compiler, batch)
+        commit(connection, statements, batch)
 
-    monkeypatch.setattr(core.database, "_run_batch", recorded)
+    monkeypatch.setattr(core.database.sqlite_writer, "_commit", recorded)
 
     # When units run concurrently: one fails after its write, one is refused by the
     # database (a unique key), the others succeed
@@ -79,7 +71,7 @@ async def test_concurrent_units_commit_but_those_that_fail_leave_nothing(
         f"{prefix}-ok3": _add(f"{prefix}-ok3"),
     }
     results = await asyncio.gather(
-        *(run_unit(db, unit) for unit in units.values()), return_exceptions=True
+        *(run_in_transaction(db, unit) for unit in units.values()), return_exceptions=True
     )
 
     # Then each caller gets its own outcome, and only the successful units were written
@@ -96,58 +88,74 @@ async def test_concurrent_units_commit_but_those_that_fail_leave_nothing(
         assert batches == [len(units)]
 
 
-async def test_a_unit_inside_a_transaction_joins_it(db: Database) -> None:
-    prefix = uuid.uuid4().hex
-
-    with pytest.raises(Refused):
-        async with db.transaction():
-            await run_unit(db, _add(f"{prefix}-rolled-back"))
-            raise Refused("the enclosing transaction")
-    async with db.transaction():
-        await run_unit(db, _add(f"{prefix}-committed"))
-
-    assert await _names(db, prefix) == {f"{prefix}-committed"}
-
-
-@pytest.mark.parametrize("inside_transaction", [False, True])
-async def test_a_one_write_unit_may_not_run_a_statement_after_its_write(
-    db: Database, inside_transaction: bool
-) -> None:
-    with pytest.raises(RuntimeError, match="after its write"):
-        if inside_transaction:
-            async with db.transaction():
-                await run_unit(db, _add_twice(uuid.uuid4().hex), one_write=True)
-        else:
-            await run_unit(db, _add_twice(uuid.uuid4().hex), one_write=True)
+def _holding_the_write_lock(path: str) -> sqlite3.Connection:
+    """Another process's writer, as far as this one can tell."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
 
 
 async def test_a_unit_whose_caller_is_cancelled_before_its_batch_writes_nothing(
-    sqlite_db: Database,
+    sqlite_db: Database, fresh_sqlite_url: str
 ) -> None:
     prefix = uuid.uuid4().hex
-    # Given a batch waiting for the process's write lock
-    async with sqlite_db.transaction():
-        others = asyncio.all_tasks()
-        waiting = asyncio.create_task(run_unit(sqlite_db, _add(f"{prefix}-cancelled")))
-        await eventually(partial(_waits_for_a_lock, others), timeout_s=5, every_s=0)
+    # Given a batch waiting for the write lock, which another connection holds
+    other = _holding_the_write_lock(fresh_sqlite_url.removeprefix("sqlite:///"))
+    try:
+        waiting = asyncio.create_task(run_in_transaction(sqlite_db, _add(f"{prefix}-cancelled")))
+        await asyncio.sleep(0.05)
 
         # When its caller is cancelled (as when a client goes away)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
+    finally:
+        other.execute("COMMIT")
+        other.close()
 
     # Then its unit never runs; the next one does
-    await run_unit(sqlite_db, _add(f"{prefix}-next"))
+    await run_in_transaction(sqlite_db, _add(f"{prefix}-next"))
     assert await _names(sqlite_db, prefix) == {f"{prefix}-next"}
 
 
-async def _waits_for_a_lock(others: set[asyncio.Task[Any]]) -> bool:
-    """Whether a task not among `others` is blocked in `asyncio.Lock.acquire`, however
-    deep in what it awaits."""
-    for task in asyncio.all_tasks() - others:
-        awaited: Any = task.get_coro()
-        while awaited is not None:
-            if getattr(awaited, "cr_code", None) is asyncio.Lock.acquire.__code__:
-                return True
-            awaited = getattr(awaited, "cr_await", None)
-    return False
+async def test_a_batch_that_gets_no_lock_fails_every_caller_and_writes_nothing(
+    sqlite_db: Database, fresh_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given another writer that keeps the lock past the busy timeout
+    monkeypatch.setattr(core.database.sqlite_connections, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    prefix = uuid.uuid4().hex
+    other = _holding_the_write_lock(fresh_sqlite_url.removeprefix("sqlite:///"))
+    try:
+        # When two units run
+        results = await asyncio.gather(
+            *(run_in_transaction(sqlite_db, _add(f"{prefix}-{n}")) for n in range(2)),
+            return_exceptions=True,
+        )
+    finally:
+        other.execute("COMMIT")
+        other.close()
+
+    # Then both callers get the database's "locked", and neither unit was written
+    assert all(isinstance(result, sqlite3.OperationalError) for result in results), results
+    assert all("locked" in str(result) for result in results)
+    assert await _names(sqlite_db, prefix) == set()
+
+
+async def test_a_statement_that_fails_ends_its_unit(db: Database) -> None:
+    prefix, taken = uuid.uuid4().hex, uuid.uuid4().hex
+    await run_in_transaction(db, _add(f"{prefix}-taken", key_hash=taken))
+    ran_on: list[str] = []
+
+    def twice(name: str) -> WriteUnit[None]:
+        yield _insert(f"{name}-first")
+        try:
+            yield _insert(f"{name}-second", key_hash=taken)
+        finally:
+            ran_on.append("closed")
+        ran_on.append("went on")
+
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        await run_in_transaction(db, twice(prefix))
+
+    assert ran_on == ["closed"]
+    assert await _names(db, prefix) == {f"{prefix}-taken"}

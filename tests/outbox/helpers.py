@@ -5,6 +5,7 @@ what the tests assert on, isolated databases, and polling with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from core import configs
 from core.clients import create_client
 from core.clock import utcnow
-from core.database import Database, open_database, record_dict
+from core.database import Database, Query, WriteUnit, open_database, record_dict
 from core.events import event_body
 from core.migrate import upgrade
 from core.tables import attempts, deliveries, outbox, surveys, webhook_configs
@@ -174,3 +175,36 @@ async def connected(url: str, *, pool_size: int = 5) -> Database:
     database = open_database(url, pool_size=pool_size)
     await database.connect()
     return database
+
+
+def meanwhile_in_unit(
+    loop: asyncio.AbstractEventLoop, dialect: str, meanwhile: Callable[[], Awaitable[None]]
+) -> WriteUnit[None]:
+    """In a write unit (`yield from`): `meanwhile()` runs on `loop` to its end while the
+    unit waits, inside its transaction. On SQLite the unit runs on the writer's thread
+    and blocks it; on PostgreSQL it runs on the loop, and the server sleeps for it."""
+    done = threading.Event()
+
+    async def run() -> None:
+        try:
+            await meanwhile()
+        finally:
+            done.set()
+
+    tasks: list[asyncio.Task[None]] = []
+    loop.call_soon_threadsafe(lambda: tasks.append(loop.create_task(run())))
+    if dialect == "postgresql":
+        while not done.is_set():
+            yield Query(sa.select(sa.func.pg_sleep(0.05).label("slept")))
+    else:
+        assert done.wait(timeout=30), "meanwhile() did not end"
+
+
+def then(unit: WriteUnit[Any], rows: list[Any]) -> WriteUnit[Any]:
+    """In a write unit (`yield from`): the rest of `unit`, sent `rows` first."""
+    while True:
+        try:
+            query = unit.send(rows)
+        except StopIteration as stop:
+            return stop.value
+        rows = yield query

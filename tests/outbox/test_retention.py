@@ -9,15 +9,14 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from core.database import Database, open_database
+from core.database import Database, WriteUnit, open_database
 from core.tables import attempts, deliveries, outbox
 from outbox import retention
 from outbox.poller import Poller
@@ -27,9 +26,11 @@ from service.deliveries import redeliver
 from tests.outbox.helpers import (
     attempts_of,
     deliveries_of,
+    meanwhile_in_unit,
     new_client_id,
     new_config,
     new_delivery,
+    then,
 )
 from tests.service.processes import process_env, run_webhooks
 
@@ -213,7 +214,7 @@ async def test_each_batch_is_its_own_transaction(
 
 
 async def test_a_redelivery_that_commits_while_prune_runs_is_not_deleted(
-    idb: Database, database_url: str
+    idb: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`redeliver` makes a failed delivery pending again; if that commits between prune
     reading the batch's ids and deleting them, the delivery must survive (the API said
@@ -224,6 +225,7 @@ async def test_a_redelivery_that_commits_while_prune_runs_is_not_deleted(
     other = open_database(str(db.url))
     await other.connect()
     redelivered: list[bool] = []
+    pending_redeliveries: list[asyncio.Task[bool]] = []
 
     async def redeliver_meanwhile() -> None:
         task = asyncio.create_task(redeliver(other, config["id"], delivery_id))
@@ -235,13 +237,20 @@ async def test_a_redelivery_that_commits_while_prune_runs_is_not_deleted(
         else:
             pending_redeliveries.append(task)
 
-    pending_redeliveries: list[asyncio.Task[bool]] = []
+    loop, pruning = asyncio.get_running_loop(), retention._pruning_deliveries
+
+    def after_the_first_read(cutoff: datetime) -> WriteUnit[Any]:
+        """Prune's unit, which runs `redeliver_meanwhile()` after its first read (the
+        batch's ids), inside its transaction, before it goes on."""
+        unit = pruning(cutoff)
+        rows = yield next(unit)
+        if not pending_redeliveries and not redelivered:
+            yield from meanwhile_in_unit(loop, db.url.dialect, redeliver_meanwhile)
+        return (yield from then(unit, rows))
+
+    monkeypatch.setattr(retention, "_pruning_deliveries", after_the_first_read)
     try:
-        await prune(
-            cast(Database, _AfterFirstRead(db, redeliver_meanwhile)),
-            older_than=OLDER_THAN,
-            now=NOW,
-        )
+        await prune(db, older_than=OLDER_THAN, now=NOW)
         for task in pending_redeliveries:
             redelivered.append(await task)
     finally:
@@ -255,29 +264,6 @@ async def test_a_redelivery_that_commits_while_prune_runs_is_not_deleted(
         )
     else:
         assert remaining == []
-
-
-class _AfterFirstRead:
-    """A Database whose first `fetch_all` (prune reading a batch's ids) is followed by
-    `meanwhile()`, inside prune's transaction."""
-
-    def __init__(self, db: Database, meanwhile: Callable[[], Awaitable[None]]) -> None:
-        self._db = db
-        self._meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
-        self.url = db.url
-
-    def transaction(self) -> Any:
-        return self._db.transaction()
-
-    async def execute(self, query: Any) -> Any:
-        return await self._db.execute(query)
-
-    async def fetch_all(self, query: Any) -> Any:
-        rows = await self._db.fetch_all(query)
-        if self._meanwhile is not None:
-            meanwhile, self._meanwhile = self._meanwhile, None
-            await meanwhile()
-        return rows
 
 
 # --- the poller prunes on its own -------------------------------------------------------

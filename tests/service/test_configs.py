@@ -654,13 +654,17 @@ def sqlite_started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return started
 
 
-async def _wait_for_waiters(database_url: str, count: int, sqlite_started: list[str]) -> None:
+async def _wait_for_waiters(
+    database_url: str, count: int, sqlite_started: list[str], *, since: int = 0
+) -> None:
     """Until `count` rotations wait for the row's lock: on PostgreSQL, sessions that
     wait for a lock; on SQLite, rotations whose UPDATE has started (it then waits in
     SQLite's busy handler, which nothing shows)."""
     deadline = time.monotonic() + 5
     if not database_url.startswith("postgresql"):
-        while sum(_is_rotation(sql) for sql in list(sqlite_started)) < count:
+        # The writer thread queues both rotations in one group commit and retries BEGIN
+        # IMMEDIATE meanwhile: wait until it has tried, with both queued behind it.
+        while not any(sql.startswith("BEGIN IMMEDIATE") for sql in sqlite_started[since:]):
             assert time.monotonic() < deadline, "the rotations never waited for the lock"
             await asyncio.sleep(0.01)
         return
@@ -703,8 +707,9 @@ async def test_concurrent_rotations_lose_no_secret(
                 .where(webhook_configs.c.id == created["id"])
                 .values(updated_at=utcnow())
             )
+            before = len(sqlite_started)
             rotations = [asyncio.create_task(api.post(rotate, headers=auth)) for _ in range(2)]
-            await _wait_for_waiters(database_url, 2, sqlite_started)
+            await _wait_for_waiters(database_url, 2, sqlite_started, since=before)
         # when the lock is released and both complete,
         answers = await asyncio.gather(*rotations)
     finally:

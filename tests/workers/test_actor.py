@@ -297,11 +297,9 @@ async def test_stopping_the_worker_lets_the_delivery_in_flight_finish(
 
 
 async def _close_leftover_connections(db: Database) -> None:
-    """A SQLite connection released to the pool after it was closed stays open, and its
-    thread keeps the test process from exiting; close such leftovers."""
-    close = getattr(getattr(db._backend, "_pool", None), "close", None)
-    if db.url.dialect == "sqlite" and close is not None:
-        await close()
+    """A connection left open keeps its thread, and the test process, from exiting:
+    close whatever the stopped worker left (nothing, if it disconnected)."""
+    await db.disconnect()
 
 
 def test_deliveries_are_queued_in_batches() -> None:

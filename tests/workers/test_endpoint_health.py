@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from freezegun.api import FrozenDateTimeFactory
 
 from core import configs
-from core.database import Database, record_dict
+from core.database import Database, WriteUnit, record_dict
 from core.settings import DEFAULT_DISABLE_AFTER_S
 from core.tables import webhook_configs
 from outbox import fanout
@@ -28,6 +28,7 @@ from tests.outbox.helpers import (
     connected,
     deliveries_of,
     delivery,
+    meanwhile_in_unit,
     new_client_id,
     new_config,
     new_delivery,
@@ -266,8 +267,7 @@ async def test_re_enabling_during_a_fan_out_does_not_strand_its_held_deliveries(
         read_subscribers = fanout._subscribers
         patches: list[asyncio.Task[Any]] = []
 
-        async def re_enabled_meanwhile(database: Database, client_ids: set[str]) -> Any:
-            subscribers = await read_subscribers(database, client_ids)
+        async def re_enable() -> None:
             # The fan-out has read "disabled"; the client re-enables on another connection.
             patch = asyncio.create_task(
                 configs.update_config(other, client_id, config["id"], {"enabled": True})
@@ -275,6 +275,12 @@ async def test_re_enabling_during_a_fan_out_does_not_strand_its_held_deliveries(
             patches.append(patch)
             # It commits now, or waits for the fan-out's transaction and commits after it.
             await asyncio.wait({patch}, timeout=1.0)
+
+        loop = asyncio.get_running_loop()
+
+        def re_enabled_meanwhile(client_ids: set[str]) -> WriteUnit[Any]:
+            subscribers = yield from read_subscribers(client_ids)
+            yield from meanwhile_in_unit(loop, db.url.dialect, re_enable)
             return subscribers
 
         monkeypatch.setattr(fanout, "_subscribers", re_enabled_meanwhile)
