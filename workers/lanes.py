@@ -30,6 +30,10 @@ SMOOTHING = 0.2
 MIN_TURN_S = 0.005
 # Lanes kept for endpoints with nothing in flight, to remember their mean duration.
 MAX_IDLE_LANES = 10_000
+# No turn is booked further ahead than this: an endpoint that recovers from a hang gets
+# its backlog back within it, instead of at the pace the hang set (those that come back
+# while it still hangs are turned away again, each at most once per horizon).
+TURN_HORIZON_S = 10.0
 
 
 @dataclass
@@ -107,7 +111,7 @@ class Lanes:
         lane = self._lanes[endpoint]
         now = time.monotonic()
         step = max(MIN_TURN_S, lane.duration_s(now) / self.width)
-        lane.next_turn_at = max(lane.next_turn_at, now) + step
+        lane.next_turn_at = min(max(lane.next_turn_at, now) + step, now + TURN_HORIZON_S)
         return lane.next_turn_at - now
 
     def in_flight(self, endpoint: str) -> int:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from workers.lanes import MIN_TURN_S, Lanes
+from workers.lanes import MIN_TURN_S, TURN_HORIZON_S, Lanes
 
 
 async def test_an_endpoint_gets_at_most_its_width_and_others_are_not_affected() -> None:
@@ -105,6 +105,17 @@ async def test_a_quick_endpoint_s_turns_are_close() -> None:
     assert await lanes.enter("quick") is not None
 
     assert lanes.book_turn_s("quick") == pytest.approx(MIN_TURN_S, abs=0.01)
+
+
+async def test_no_turn_is_booked_beyond_the_horizon() -> None:
+    lanes = Lanes(width=1, max_wait_s=0.0)
+    assert await lanes.enter("hanging") is not None
+    await asyncio.sleep(0.2)  # its attempt has run 0.2 s: a turn every 0.2 s
+
+    turns = [lanes.book_turn_s("hanging") for _ in range(int(TURN_HORIZON_S / 0.2) + 20)]
+
+    assert max(turns) <= TURN_HORIZON_S
+    assert turns[-1] == pytest.approx(TURN_HORIZON_S, abs=0.05)
 
 
 def test_a_lane_is_at_least_one_wide() -> None:
