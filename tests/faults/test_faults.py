@@ -474,11 +474,15 @@ def test_poller_killed_between_fan_out_and_enqueue(env: Env, suite: Suite) -> No
             dispatched, waiting = env.audit.fan_out(client_id)
             for poller in pollers:
                 poller.signal(signal.SIGCONT)
-            # A fan-out committed since: its poller is in (or on its way to) its enqueue.
+            # Every piled-up event fanned out since. Any one commit would not do: a poller
+            # stopped inside its transaction commits a small batch on SIGCONT (one message,
+            # which Redis still runs), and killing then strands nothing. With all of them
+            # committed, at most one fan-out per poller took them (a poller that commits
+            # blocks in its enqueue), so one of them made several messages.
             wait_for(
-                lambda: env.audit.fan_out(client_id)[0] > dispatched,
+                lambda: env.audit.fan_out(client_id)[0] >= dispatched + waiting,
                 timeout_s=30,
-                what="a poller to fan out the events that piled up",
+                what="the pollers to fan out the events that piled up",
             )
             for poller in pollers:
                 env.stack.kill(poller.name)
