@@ -16,12 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, Query, Row, WriteUnit, fetch_all, fetch_one, run_in_transaction
-from core.tables import deliveries, webhook_configs
+from core.database import Database, Query, WriteUnit, fetch_all, fetch_one, run_in_transaction
+from core.lifecycle import cancelling, releasing_held
+from core.tables import webhook_configs
 
 SIGNING_SECRET_PREFIX = "whsec_"
 PREVIOUS_SECRET_TTL = timedelta(hours=24)
-CANCELLABLE = ("pending", "held")
 MANUAL = "manual"  # `disabled_reason` of a configuration disabled by its client
 
 
@@ -78,23 +78,6 @@ async def get_config(db: Database, client_id: str, config_id: str) -> dict[str, 
     return await fetch_one(db, _CONFIG, {"client_id": client_id, "config_id": config_id})
 
 
-# The share lock is PostgreSQL's (SQLite's write transactions are serial anyway, and
-# SQLAlchemy renders no FOR SHARE for it).
-_LOCKED_STATE = (
-    sa.select(webhook_configs.c.enabled, webhook_configs.c.deleted_at)
-    .where(webhook_configs.c.id == sa.bindparam("config_id"))
-    .with_for_update(read=True)
-)
-
-
-def locked_state(config_id: str) -> WriteUnit[Row]:
-    """In a write unit (`yield from`): `enabled` and `deleted_at` of a configuration,
-    under a share lock: a re-enable cannot commit between this read and the unit's
-    writes."""
-    [state] = yield Query(_LOCKED_STATE, {"config_id": config_id})
-    return state
-
-
 async def list_configs(db: Database, client_id: str) -> list[dict[str, Any]]:
     return await fetch_all(
         db,
@@ -135,13 +118,8 @@ def _updating(
         return None, []
     if not changes.get("enabled"):
         return rows[0], []
-    released = yield Query(
-        deliveries.update()
-        .where(deliveries.c.config_id == config_id, deliveries.c.status == "held")
-        .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
-        .returning(deliveries.c.id)
-    )
-    return rows[0], [str(row["id"]) for row in released]
+    released = yield from releasing_held(config_id)
+    return rows[0], released
 
 
 async def delete_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:
@@ -158,11 +136,7 @@ def _deleting(client_id: str, config_id: str) -> WriteUnit[dict[str, Any] | None
     )
     if not rows:
         return None
-    yield Query(
-        deliveries.update()
-        .where(deliveries.c.config_id == config_id, deliveries.c.status.in_(CANCELLABLE))
-        .values(status="cancelled", next_attempt_at=None, lease_expires_at=None)
-    )
+    yield from cancelling(config_id)
     return rows[0]
 
 

@@ -17,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from core.database import Database, fetch_one
+from core.lifecycle import Status
 from core.tables import deliveries, outbox
 
 DELIVERIES = Counter(
@@ -25,7 +26,7 @@ DELIVERIES = Counter(
     "(no attempts left or target blocked), held (endpoint gone).",
     ["outcome"],
 )
-OUTCOMES = ("delivered", "retry", "failed", "held")
+OUTCOMES = (Status.DELIVERED, "retry", Status.FAILED, Status.HELD)
 for _outcome in OUTCOMES:  # a series for every outcome from the first scrape on
     DELIVERIES.labels(outcome=_outcome)
 
@@ -72,7 +73,7 @@ _OLDEST_PENDING_EVENT = sa.select(sa.func.min(outbox.c.created_at).label("value"
 _DELIVERIES_PENDING = (
     sa.select(sa.func.count().label("value"))
     .select_from(deliveries)
-    .where(deliveries.c.status == "pending")
+    .where(deliveries.c.status == Status.PENDING)
 )
 
 

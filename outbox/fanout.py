@@ -8,14 +8,11 @@ Many pollers may run at once: PostgreSQL hands each one different rows
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from core.clock import utcnow
 from core.database import (
@@ -27,7 +24,8 @@ from core.database import (
     run_in_transaction,
 )
 from core.events import event_body
-from core.tables import deliveries, outbox, webhook_configs
+from core.lifecycle import Status, deliveries_insert, delivery_row
+from core.tables import outbox, webhook_configs
 
 
 @dataclass(frozen=True)
@@ -78,44 +76,6 @@ def _subscribers(client_ids: set[str]) -> WriteUnit[dict[str, list[Row]]]:
     return by_client
 
 
-DELIVERY_COLUMNS = (
-    "id",
-    "config_id",
-    "client_id",
-    "event_id",
-    "event_type",
-    "body",
-    "status",
-    "attempt_count",
-    "created_at",
-    "next_attempt_at",
-)
-
-
-def delivery_row(
-    *,
-    config_id: str,
-    client_id: str,
-    event_id: str,
-    event_type: str,
-    body: str,
-    enabled: bool,
-    now: datetime,
-) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "config_id": config_id,
-        "client_id": client_id,
-        "event_id": event_id,
-        "event_type": event_type,
-        "body": body,
-        "status": "pending" if enabled else "held",
-        "attempt_count": 0,
-        "created_at": now,
-        "next_attempt_at": now if enabled else None,
-    }
-
-
 def _rows(
     events: Iterable[dict[str, Any]], subscribers: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
@@ -139,36 +99,11 @@ def _rows(
     return rows
 
 
-def _insert_statement(dialect: str) -> sa.Insert:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(deliveries)
-        .values({name: sa.bindparam(name) for name in DELIVERY_COLUMNS})
-        .on_conflict_do_nothing(index_elements=["event_id", "config_id"])
-    )
-
-
-_INSERT = {dialect: _insert_statement(dialect) for dialect in ("postgresql", "sqlite")}
 _MARK_DISPATCHED = (
     outbox.update()
     .where(outbox.c.seq == sa.bindparam("seq"))
     .values(dispatched_at=sa.bindparam("dispatched_at"))
 )
-
-
-def deliveries_insert(db: Database, rows: Sequence[dict[str, Any]]) -> Query:
-    """For a write unit: the INSERT of `delivery_row`s in one statement batch; a row
-    whose (event, configuration) pair exists already is skipped."""
-    return Query.for_each(_INSERT[db.url.dialect], rows)
-
-
-async def insert_deliveries(db: Database, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `delivery_row`s (see `deliveries_insert`) in a transaction of their own."""
-    await run_in_transaction(db, _inserting(deliveries_insert(db, rows)))
-
-
-def _inserting(insert: Query) -> WriteUnit[None]:
-    yield insert
 
 
 async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
@@ -178,19 +113,19 @@ async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
     A pair that was fanned out before keeps its delivery, and the id this round made for
     it names no delivery: its message is a no-op (it cannot happen while events are
     claimed and marked in one transaction; the unique constraint is the safety net)."""
-    return await run_in_transaction(db, _fanning_out(_INSERT[db.url.dialect], batch_size))
+    return await run_in_transaction(db, _fanning_out(db, batch_size))
 
 
-def _fanning_out(insert: sa.Insert, batch_size: int) -> WriteUnit[Fanout]:
+def _fanning_out(db: Database, batch_size: int) -> WriteUnit[Fanout]:
     events = yield Query(_CLAIM, {"batch_size": batch_size})
     if not events:
         return Fanout(0, [], 0)
     subscribers = yield from _subscribers({event["client_id"] for event in events})
     rows = _rows(events, subscribers)
-    yield Query.for_each(insert, rows)
+    yield deliveries_insert(db, rows)
     now = utcnow()
     yield Query.for_each(
         _MARK_DISPATCHED, [{"seq": event["seq"], "dispatched_at": now} for event in events]
     )
-    pending = [row["id"] for row in rows if row["status"] == "pending"]
-    return Fanout(len(events), pending, sum(1 for row in rows if row["status"] == "held"))
+    pending = [row["id"] for row in rows if row["status"] == Status.PENDING]
+    return Fanout(len(events), pending, sum(1 for row in rows if row["status"] == Status.HELD))

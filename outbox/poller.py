@@ -18,10 +18,9 @@ from datetime import timedelta
 
 from core.clock import utcnow
 from core.database import Database
+from core.lifecycle import Pruned, prune, sweep_stranded
 from core.outages import is_outage
 from outbox.fanout import fan_out_batch
-from outbox.retention import Pruned, prune
-from outbox.sweep import sweep_stranded
 from outbox.wakeup import Wakeup
 
 logger = logging.getLogger("webhooks.poller")

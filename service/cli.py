@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from core.database import Database, open_database
+from core.lifecycle import Status
 from core.migrate import MigrationError, upgrade
 from core.settings import Settings, SettingsError, get_settings
 
@@ -175,8 +176,8 @@ def prune(older_than: str) -> None:
     from datetime import timedelta
 
     from core.clock import utcnow
-    from outbox.retention import parse_duration_s
-    from outbox.retention import prune as prune_older
+    from core.lifecycle import parse_duration_s
+    from core.lifecycle import prune as prune_older
 
     try:
         age = timedelta(seconds=parse_duration_s(older_than))
@@ -194,7 +195,7 @@ def deliveries() -> None:
     """Audit deliveries (operators: any client's, deleted configurations' included)."""
 
 
-STATUSES = ["pending", "delivered", "failed", "cancelled", "held"]
+STATUSES = [status.value for status in Status]
 _ITEM_FIELDS = ("id", "event_type", "status", "attempt_count", "created_at", "last_attempt_at")
 
 

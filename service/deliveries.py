@@ -15,11 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.configs import locked_state
 from core.database import Database, WriteUnit, fetch_all, fetch_one, run_in_transaction
 from core.events import PING_EVENT, event_body
+from core.lifecycle import Status, deliveries_insert, delivery_row, locked_state
 from core.tables import attempts, deliveries, webhook_configs
-from outbox.fanout import deliveries_insert, delivery_row
 
 ITEM_COLUMNS = (
     deliveries.c.id,
@@ -40,11 +39,10 @@ ATTEMPT_COLUMNS = (
     attempts.c.error,
     attempts.c.response_body,
 )
-REDELIVERABLE = ("delivered", "failed", "pending")
 # Why a delivery that is not REDELIVERABLE cannot be sent again.
-NOT_REDELIVERABLE = {
-    "held": "the delivery is held: re-enabling the configuration sends it",
-    "cancelled": "the delivery was cancelled with its configuration",
+NOT_REDELIVERABLE: dict[str, str] = {
+    Status.HELD: "the delivery is held: re-enabling the configuration sends it",
+    Status.CANCELLED: "the delivery was cancelled with its configuration",
 }
 HOUR = timedelta(hours=1)
 
@@ -147,38 +145,6 @@ async def get_delivery(
     return item
 
 
-async def redeliver(db: Database, config_id: str, delivery_id: str) -> bool:
-    """Make the delivery due now (the same `webhook-id`); False if it is not there or was
-    cancelled. A final delivery gets one more attempt; a pending one keeps its retries."""
-    row = await fetch_one(
-        db,
-        deliveries.update()
-        .where(
-            deliveries.c.id == delivery_id,
-            deliveries.c.config_id == config_id,
-            deliveries.c.status.in_(REDELIVERABLE),
-        )
-        .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
-        .returning(deliveries.c.id),
-    )
-    return row is not None
-
-
-async def recover(
-    db: Database, config_id: str, *, since: datetime, until: datetime | None
-) -> list[str]:
-    """Send again every `failed` delivery created in [since, until); returns their ids."""
-    conditions = _conditions(config_id, Filters(status="failed", since=since, until=until))
-    rows = await fetch_all(
-        db,
-        deliveries.update()
-        .where(*conditions)
-        .values(status="pending", next_attempt_at=utcnow(), lease_expires_at=None)
-        .returning(deliveries.c.id),
-    )
-    return [str(row["id"]) for row in rows]
-
-
 async def create_ping(db: Database, config: dict[str, Any]) -> str:
     """A `ping` delivery to this configuration, whatever it subscribes to (`held` while
     the configuration is disabled, as any other event)."""
@@ -217,7 +183,7 @@ class Health:
     @property
     def success_rate(self) -> float | None:
         """Delivered over final (delivered or failed); None when none is final yet."""
-        delivered, failed = self.counts.get("delivered", 0), self.counts.get("failed", 0)
+        delivered, failed = self.counts.get(Status.DELIVERED, 0), self.counts.get(Status.FAILED, 0)
         return delivered / (delivered + failed) if delivered + failed else None
 
 

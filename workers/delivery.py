@@ -20,17 +20,17 @@ from datetime import timedelta
 
 import httpx
 
+from core import lifecycle
 from core.clock import utcnow
 from core.database import Database
+from core.lifecycle import AttemptRecord, Claim, Health, Result, Status
 from core.metrics import ATTEMPT_DURATION, DELIVERIES
 from core.settings import Settings
-from workers import store
 from workers.backoff import next_delay_ms
 from workers.capacity import Capacity, Held
 from workers.errors import DeliveryError, TargetBlocked
 from workers.lanes import Lanes
 from workers.signing import webhook_headers
-from workers.store import AttemptRecord, Claim, Health, Result, Status
 from workers.transport import Reply, send
 
 logger = logging.getLogger("webhooks.worker")
@@ -81,7 +81,7 @@ class Deliverer:
     async def _deliver_slice(self, delivery_ids: list[str]) -> dict[str, Outcome]:
         outcomes = {delivery_id: Outcome(None) for delivery_id in delivery_ids}
         async with self.capacity.hold(len(delivery_ids)) as held:
-            claims = await store.claim(
+            claims = await lifecycle.claim(
                 self.db, delivery_ids, lease_s=self.settings.delivery_lease_s
             )
             usable = []
@@ -98,7 +98,7 @@ class Deliverer:
             [claim for claim, attempt in zip(usable, attempts, strict=True) if attempt is None]
         )
         if results:
-            await store.record(
+            await lifecycle.record(
                 self.db,
                 [result for result, _ in results],
                 disable_after_s=self.settings.disable_after_s,
@@ -114,7 +114,7 @@ class Deliverer:
             return {}
         now = utcnow()
         turns = [(claim, self.lanes.book_turn_s(claim.config_id)) for claim in claims]
-        await store.release(
+        await lifecycle.release(
             self.db, [(claim, now + timedelta(seconds=turn_s)) for claim, turn_s in turns]
         )
         return {
@@ -126,7 +126,7 @@ class Deliverer:
 
     async def _park(self, claim: Claim) -> Status | None:
         if claim.deleted or not claim.enabled:
-            return await store.park(self.db, claim)
+            return await lifecycle.park(self.db, claim)
         return None
 
     async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome] | None:

@@ -7,8 +7,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from core.lifecycle import Status
+
 # Stacked bottom-up; cancelled deliveries are left out (nothing was wrong with them).
-OUTCOMES = ("delivered", "failed", "pending", "held")
+OUTCOMES = (Status.DELIVERED, Status.FAILED, Status.PENDING, Status.HELD)
 WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 40, 8, 10, 26  # margins around the plot, for the axes' labels
 LABEL_EVERY_H = 3
@@ -94,5 +96,5 @@ def hourly_chart(hours: list[tuple[datetime, dict[str, int]]]) -> Chart:
         for fraction in (0, 0.5, 1)
         if fraction == 0 or top * fraction == int(top * fraction)
     ]
-    totals = {o: sum(c.get(o, 0) for _, c in hours) for o in OUTCOMES}
+    totals = {str(o): sum(c.get(o, 0) for _, c in hours) for o in OUTCOMES}
     return Chart(columns, ticks, totals)

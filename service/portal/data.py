@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core import configs
+from core import configs, lifecycle
 from core.clock import utcnow
 from core.database import Database
 from core.settings import Settings
@@ -199,7 +199,7 @@ class Scoped:
 
     async def redeliver(self, item: dict[str, Any]) -> str | None:
         """Send the delivery again; None, or why it cannot be."""
-        if not await deliveries.redeliver(self.db, item["config_id"], item["id"]):
+        if not await lifecycle.redeliver(self.db, item["config_id"], item["id"]):
             found = await deliveries.get_delivery(self.db, item["config_id"], item["id"])
             status = found["status"] if found is not None else None
             return deliveries.NOT_REDELIVERABLE.get(status or "", "the delivery is gone")
@@ -209,6 +209,6 @@ class Scoped:
     async def recover(
         self, config: dict[str, Any], *, since: datetime, until: datetime | None
     ) -> int:
-        ids = await deliveries.recover(self.db, config["id"], since=since, until=until)
+        ids = await lifecycle.recover(self.db, config["id"], since=since, until=until)
         await self._enqueue(ids)
         return len(ids)

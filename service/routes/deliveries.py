@@ -6,6 +6,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from core import lifecycle
+from core.lifecycle import Status
 from service import deliveries
 from service.bodies import validated
 from service.errors import Conflict, NotFound, ValidationFailed
@@ -71,19 +73,19 @@ async def get_delivery(request: Request) -> JSONResponse:
 async def redeliver(request: Request) -> JSONResponse:
     config = await owned_config(request)
     delivery_id = request.path_params["delivery_id"]
-    if not await deliveries.redeliver(request.app.state.db, config["id"], delivery_id):
+    if not await lifecycle.redeliver(request.app.state.db, config["id"], delivery_id):
         found = await deliveries.get_delivery(request.app.state.db, config["id"], delivery_id)
         if found is None:
             raise NotFound("no such delivery")
         raise Conflict(deliveries.NOT_REDELIVERABLE[found["status"]])
     await _enqueue(request, [delivery_id])
-    return JSONResponse({"delivery_id": delivery_id, "status": "pending"}, status_code=202)
+    return JSONResponse({"delivery_id": delivery_id, "status": Status.PENDING}, status_code=202)
 
 
 async def recover(request: Request) -> JSONResponse:
     config = await owned_config(request)
     body = await validated(request, RecoverRequest)
-    ids = await deliveries.recover(
+    ids = await lifecycle.recover(
         request.app.state.db, config["id"], since=body.since, until=body.until
     )
     await _enqueue(request, ids)

@@ -21,9 +21,9 @@ from core.clients import create_client
 from core.clock import utcnow
 from core.database import Database, Query, WriteUnit, open_database, record_dict
 from core.events import event_body
+from core.lifecycle import delivery_row, insert_deliveries
 from core.migrate import upgrade
 from core.tables import attempts, deliveries, outbox, surveys, webhook_configs
-from outbox.fanout import delivery_row, insert_deliveries
 from outbox.writer import add_event
 from tests.servers import postgres_database
 

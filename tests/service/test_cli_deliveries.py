@@ -17,14 +17,14 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from core import lifecycle
 from core.clock import utcnow
 from core.database import Database
+from core.lifecycle import AttemptRecord, Health, Result, Status
 from tests.conftest import NewClient
 from tests.outbox.helpers import make_due, new_delivery
 from tests.service.processes import process_env, webhooks_fails, webhooks_ok
 from tests.service.support import CONFIGS, create_config
-from workers import store
-from workers.store import AttemptRecord, Health, Result, Status
 
 pytestmark = pytest.mark.e2e
 
@@ -50,9 +50,9 @@ class Audited:
 
 async def _attempt(db: Database, delivery_id: str, status_code: int, status: Status) -> None:
     """One attempt as the worker makes it: take the lease, then record the answer and
-    the delivery's new status in one transaction (`workers.store`)."""
+    the delivery's new status in one transaction (`core.lifecycle`)."""
     await make_due(db, delivery_id)
-    [claim] = await store.claim(db, [delivery_id], lease_s=LEASE_S)
+    [claim] = await lifecycle.claim(db, [delivery_id], lease_s=LEASE_S)
     ok = 200 <= status_code < 300
     attempt = AttemptRecord(
         started_at=utcnow(),
@@ -68,7 +68,7 @@ async def _attempt(db: Database, delivery_id: str, status_code: int, status: Sta
         next_attempt_at=utcnow() + RETRY_IN if status == Status.PENDING else None,
         health=Health.OK if ok else Health.FAILING,
     )
-    await store.record(db, [result], disable_after_s=DISABLE_AFTER_S)
+    await lifecycle.record(db, [result], disable_after_s=DISABLE_AFTER_S)
 
 
 async def _audited(api: httpx.AsyncClient, db: Database, client: dict[str, str]) -> Audited:

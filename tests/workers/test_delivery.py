@@ -21,6 +21,7 @@ from core import configs
 from core.clock import utcnow
 from core.configs import new_signing_secret
 from core.database import Database, record_dict
+from core.lifecycle import Status
 from core.settings import Settings
 from core.tables import webhook_configs
 from tests.conftest import make_settings
@@ -37,7 +38,6 @@ from tests.outbox.helpers import (
 )
 from tests.receivers import SPEC_HEADERS, Script
 from workers.delivery import Deliverer, Outcome
-from workers.store import Status
 from workers.transport import MAX_RESPONSE_BODY_BYTES, create_client
 
 URL = "https://receiver.example/hooks/in?source=test"

@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 from freezegun.api import FrozenDateTimeFactory
 
-from core import configs
+from core import configs, lifecycle
 from core.database import Database, WriteUnit, record_dict
+from core.lifecycle import Status
 from core.settings import DEFAULT_DISABLE_AFTER_S
 from core.tables import webhook_configs
 from outbox import fanout
@@ -34,9 +35,7 @@ from tests.outbox.helpers import (
     new_delivery,
 )
 from tests.receivers import Script
-from workers import store
 from workers.delivery import Deliverer
-from workers.store import Status
 
 T0 = datetime(2032, 1, 10, 6, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -226,9 +225,9 @@ async def test_re_enabling_while_a_worker_holds_a_delivery_does_not_strand_it(
     await disable(db, config["id"])
     delivery_id = await new_delivery(db, config)
     released: list[str] = []
-    park = store.park
+    park = lifecycle.park
 
-    async def re_enabled_meanwhile(database: Database, claim: store.Claim) -> Status | None:
+    async def re_enabled_meanwhile(database: Database, claim: lifecycle.Claim) -> Status | None:
         # The worker has claimed it and read "disabled"; the client re-enables now.
         row, ids = await configs.update_config(
             db, config["client_id"], config["id"], {"enabled": True}
@@ -237,7 +236,7 @@ async def test_re_enabling_while_a_worker_holds_a_delivery_does_not_strand_it(
         released.extend(ids)
         return await park(database, claim)
 
-    monkeypatch.setattr(store, "park", re_enabled_meanwhile)
+    monkeypatch.setattr(lifecycle, "park", re_enabled_meanwhile)
 
     # When the worker holds the delivery just after the client re-enabled the configuration
     await deliverer.deliver(delivery_id)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.events import PING_EVENT, EventType
+from core.lifecycle import REDELIVERABLE, Status
 from service.deliveries import BadCursor, Filters
 from service.portal.pages import PageNotFound, redirect, render
 from service.portal.routes.configs import owned_config
@@ -20,7 +21,7 @@ from service.schemas import DeliveryQuery
 from workers.signing import webhook_headers
 
 PAGE_SIZE = 50
-STATUSES = ("pending", "delivered", "failed", "held", "cancelled")
+STATUSES = tuple(Status)
 FILTERS = ("status", "event_type", "since", "until")
 NOTICES = {
     "redelivered": "Queued: the delivery is being sent again.",
@@ -95,7 +96,7 @@ async def _delivery_page(
         "item": item,
         "config": config,
         "headers": headers_sent(item),
-        "redeliverable": item["status"] in ("delivered", "failed", "pending"),
+        "redeliverable": item["status"] in REDELIVERABLE,
         "notice": NOTICES.get(request.query_params.get("notice", "")),
         "error": error,
     }

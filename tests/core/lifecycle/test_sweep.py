@@ -12,7 +12,7 @@ import pytest
 from freezegun.api import FrozenDateTimeFactory
 
 from core.database import Database
-from outbox.sweep import sweep_stranded
+from core.lifecycle import sweep_stranded
 from tests.conftest import CLOCK_START
 from tests.outbox.helpers import (
     connected,

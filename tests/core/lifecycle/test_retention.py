@@ -17,12 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from core.database import Database, WriteUnit, open_database
+from core.lifecycle import Pruned, parse_duration_s, prune, redeliver, retention
 from core.tables import attempts, deliveries, outbox
-from outbox import retention
 from outbox.poller import Poller
-from outbox.retention import Pruned, parse_duration_s, prune
 from outbox.wakeup import LocalWakeup
-from service.deliveries import redeliver
 from tests.outbox.helpers import (
     attempts_of,
     deliveries_of,

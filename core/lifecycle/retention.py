@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from core.database import Database, Query, WriteUnit, fetch_all, run_in_transaction
+from core.lifecycle.status import FINAL
 from core.tables import attempts, deliveries, outbox
 
 PRUNE_BATCH = 1000
@@ -52,7 +53,7 @@ def _pruning_deliveries(cutoff: datetime) -> WriteUnit[tuple[int, int]]:
     )
     old = (
         sa.select(deliveries.c.id)
-        .where(deliveries.c.status.in_(("delivered", "failed")), last_activity < cutoff)
+        .where(deliveries.c.status.in_(FINAL), last_activity < cutoff)
         .limit(PRUNE_BATCH)
         .with_for_update(skip_locked=True)
     )

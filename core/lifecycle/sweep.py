@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.database import Database, fetch_all
+from core.lifecycle.status import Status
 from core.tables import deliveries
 
 SWEEP_BATCH = 1000
@@ -22,7 +23,7 @@ async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
     stranded = (
         sa.select(deliveries.c.id)
         .where(
-            deliveries.c.status == "pending",
+            deliveries.c.status == Status.PENDING,
             deliveries.c.next_attempt_at <= now - timedelta(seconds=grace_s),
             sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
         )

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 
-from core import configs
+from core import configs, lifecycle
 from core.clock import utcnow
 from core.database import Database
 from core.events import event_body
+from core.lifecycle import AttemptRecord, Claim, Health, Result, Status
 from core.tables import webhook_configs
 from tests.outbox.helpers import (
     TOKEN,
@@ -25,8 +26,6 @@ from tests.outbox.helpers import (
     new_config,
     new_delivery,
 )
-from workers import store
-from workers.store import AttemptRecord, Claim, Health, Result, Status
 
 T0 = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
 LEASE_S = 30.0
@@ -45,7 +44,7 @@ async def config(db: Database, clock: FrozenDateTimeFactory) -> dict[str, Any]:
 
 
 async def _claimed(db: Database, delivery_id: str) -> Claim:
-    [claim] = await store.claim(db, [delivery_id], lease_s=LEASE_S)
+    [claim] = await lifecycle.claim(db, [delivery_id], lease_s=LEASE_S)
     return claim
 
 
@@ -57,7 +56,7 @@ async def _record(
     status: Status,
     next_attempt_at: datetime | None,
 ) -> None:
-    """`store.record` with the endpoint's health as this attempt reports it."""
+    """`lifecycle.record` with the endpoint's health as this attempt reports it."""
     ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
     result = Result(
         claim=claim,
@@ -66,7 +65,7 @@ async def _record(
         next_attempt_at=next_attempt_at,
         health=Health.OK if ok else Health.FAILING,
     )
-    await store.record(db, [result], disable_after_s=DISABLE_AFTER_S)
+    await lifecycle.record(db, [result], disable_after_s=DISABLE_AFTER_S)
 
 
 def _attempt(
@@ -111,9 +110,9 @@ async def test_the_lease_is_taken_once_until_it_expires(
     await _claimed(db, delivery_id)
 
     # While the lease holds, nobody else gets the delivery
-    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
+    assert await lifecycle.claim(db, [delivery_id], lease_s=LEASE_S) == []
     clock.move_to(T0 + LEASE - timedelta(seconds=1))
-    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
+    assert await lifecycle.claim(db, [delivery_id], lease_s=LEASE_S) == []
 
     # After it expired (the worker died), another worker takes it for a new lease
     clock.move_to(T0 + LEASE + timedelta(seconds=1))
@@ -136,12 +135,12 @@ async def test_a_delivery_that_is_not_due_yet_is_refused(
     later = await new_delivery(db, config, next_attempt_at=T0 + timedelta(seconds=5))
     almost = await new_delivery(db, config, next_attempt_at=T0 + timedelta(milliseconds=500))
 
-    assert await store.claim(db, [later], lease_s=LEASE_S) == []
+    assert await lifecycle.claim(db, [later], lease_s=LEASE_S) == []
     assert (await delivery(db, later))["lease_expires_at"] is None
     # a queue message may arrive a little early: within a second is due
-    assert await store.claim(db, [almost], lease_s=LEASE_S) != []
+    assert await lifecycle.claim(db, [almost], lease_s=LEASE_S) != []
     clock.move_to(T0 + timedelta(seconds=5))
-    assert await store.claim(db, [later], lease_s=LEASE_S) != []
+    assert await lifecycle.claim(db, [later], lease_s=LEASE_S) != []
 
 
 @pytest.mark.parametrize("status", ["delivered", "failed", "cancelled", "held"])
@@ -150,14 +149,14 @@ async def test_a_delivery_that_is_not_pending_is_refused(
 ) -> None:
     delivery_id = await new_delivery(db, config, status=status, next_attempt_at=T0)
 
-    assert await store.claim(db, [delivery_id], lease_s=LEASE_S) == []
+    assert await lifecycle.claim(db, [delivery_id], lease_s=LEASE_S) == []
     row = await delivery(db, delivery_id)
     assert row["status"] == status
     assert row["lease_expires_at"] is None
 
 
 async def test_an_unknown_delivery_is_refused(db: Database) -> None:
-    assert await store.claim(db, [str(uuid.uuid4())], lease_s=LEASE_S) == []
+    assert await lifecycle.claim(db, [str(uuid.uuid4())], lease_s=LEASE_S) == []
 
 
 async def test_during_a_rotation_both_secrets_sign_for_24_hours(
@@ -317,7 +316,7 @@ async def test_park_holds_a_delivery_of_a_disabled_configuration(
     await disable_config(db, config["id"])
     claim = await _claimed(db, delivery_id)
 
-    assert await store.park(db, claim) == Status.HELD
+    assert await lifecycle.park(db, claim) == Status.HELD
 
     row = await delivery(db, delivery_id)
     assert (row["status"], row["lease_expires_at"], row["next_attempt_at"]) == ("held", None, None)
@@ -334,7 +333,7 @@ async def test_park_cancels_a_delivery_of_a_deleted_configuration(
         webhook_configs.update().where(webhook_configs.c.id == config["id"]).values(deleted_at=T0)
     )
 
-    assert await store.park(db, claim) == Status.CANCELLED
+    assert await lifecycle.park(db, claim) == Status.CANCELLED
 
     row = await delivery(db, delivery_id)
     assert (row["status"], row["lease_expires_at"], row["next_attempt_at"]) == (
@@ -359,7 +358,7 @@ async def test_park_leaves_a_delivery_whose_configuration_was_re_enabled(
         .values(enabled=True, disabled_reason=None)
     )
 
-    assert await store.park(db, claim) is None
+    assert await lifecycle.park(db, claim) is None
 
     row = await delivery(db, delivery_id)
     assert row["status"] == "pending"
@@ -374,13 +373,15 @@ async def test_concurrent_records_of_the_same_endpoints_do_not_deadlock(db: Data
     batches = []
     for n in range(12):
         ids = [await new_delivery(db, config) for config in ((one, two) if n % 2 else (two, one))]
-        claims = {claim.delivery_id: claim for claim in await store.claim(db, ids, lease_s=LEASE_S)}
+        claims = {
+            claim.delivery_id: claim for claim in await lifecycle.claim(db, ids, lease_s=LEASE_S)
+        }
         batches.append([claims[delivery_id] for delivery_id in ids])
 
     # When their failures are recorded all at once (each marks both endpoints failing)
     await asyncio.gather(
         *(
-            store.record(
+            lifecycle.record(
                 db,
                 [
                     Result(claim, _attempt(), Status.PENDING, utcnow(), Health.FAILING)

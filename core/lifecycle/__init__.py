@@ -1,0 +1,57 @@
+"""The delivery lifecycle: the one place that makes delivery rows and changes their
+status (`status` draws the state machine).
+
+- `making`: new rows, `pending` or `held`, one per (event, configuration).
+- `attempts`: a worker's claim (the lease), parking (hold, cancel) and release.
+- `records`: an attempt's outcome, the delivery's next state, the endpoint's health.
+- `changes`: hold and release with the configuration, cancel, redeliver, recover.
+- `sweep`: deliveries that no worker is on, due again.
+- `retention`: final deliveries and dispatched events past the retention, removed.
+"""
+
+from core.lifecycle.attempts import Claim, claim, park, release
+from core.lifecycle.changes import (
+    cancelling,
+    locked_state,
+    recover,
+    redeliver,
+    releasing_held,
+)
+from core.lifecycle.making import (
+    DELIVERY_COLUMNS,
+    deliveries_insert,
+    delivery_row,
+    insert_deliveries,
+)
+from core.lifecycle.records import AttemptRecord, Health, Result, record
+from core.lifecycle.retention import Pruned, parse_duration_s, prune
+from core.lifecycle.status import CANCELLABLE, FINAL, REDELIVERABLE, Status
+from core.lifecycle.sweep import sweep_stranded
+
+__all__ = [
+    "CANCELLABLE",
+    "DELIVERY_COLUMNS",
+    "FINAL",
+    "REDELIVERABLE",
+    "AttemptRecord",
+    "Claim",
+    "Health",
+    "Pruned",
+    "Result",
+    "Status",
+    "cancelling",
+    "claim",
+    "deliveries_insert",
+    "delivery_row",
+    "insert_deliveries",
+    "locked_state",
+    "park",
+    "parse_duration_s",
+    "prune",
+    "record",
+    "recover",
+    "redeliver",
+    "release",
+    "releasing_held",
+    "sweep_stranded",
+]

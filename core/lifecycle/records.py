@@ -1,0 +1,146 @@
+"""Recording attempts: the attempt, the delivery's new state and what it says of the
+endpoint's health (SPEC 9), in one transaction however many attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.database import Database, Query, WriteUnit, run_in_transaction
+from core.lifecycle.attempts import Claim
+from core.lifecycle.status import Status
+from core.tables import attempts, deliveries, webhook_configs
+
+
+class Health(StrEnum):
+    """What an attempt says about the endpoint (SPEC 9)."""
+
+    OK = "ok"
+    FAILING = "failing"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One attempt of a claimed delivery and what it decided: the delivery's new status,
+    its next due time while pending, and what it says of the endpoint."""
+
+    claim: Claim
+    attempt: AttemptRecord
+    status: Status
+    next_attempt_at: datetime | None
+    health: Health
+
+
+_INSERT_ATTEMPT = attempts.insert().values(
+    {
+        name: sa.bindparam(name)
+        for name in ["delivery_id", "number", *(f.name for f in fields(AttemptRecord))]
+    }
+)
+# A delivery cancelled while in flight stays cancelled; one whose lease ran out and was
+# taken over belongs to the new holder (the attempt is still on record).
+_UPDATE_DELIVERY = (
+    deliveries.update()
+    .where(
+        deliveries.c.id == sa.bindparam("delivery_id"),
+        deliveries.c.status == Status.PENDING,
+        deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
+    )
+    .values(
+        status=sa.bindparam("status"),
+        attempt_count=sa.bindparam("number"),
+        last_attempt_at=sa.bindparam("started_at"),
+        next_attempt_at=sa.bindparam("next_attempt_at"),
+        lease_expires_at=None,
+        delivered_at=sa.bindparam("delivered_at"),
+    )
+)
+
+
+async def record(db: Database, results: Sequence[Result], *, disable_after_s: float) -> None:
+    """Store the endpoints' health, the attempts and the deliveries' new states, and
+    release the leases, all in one transaction of a few statements however many (on
+    SQLite, group-committed with the records of the process's other batches).
+
+    Rows are locked in the order the fan-out locks them, so that concurrent batches and
+    fan-outs cannot deadlock on PostgreSQL: configurations first, by (client, id), then
+    deliveries by id."""
+    rows = sorted(map(_result_row, results), key=lambda row: str(row["delivery_id"]))
+    health = [
+        (config_id, changes)
+        for (_, config_id), verdict in sorted(_health_by_config(results).items())
+        if (changes := _health_changes(*verdict, disable_after_s=disable_after_s))
+    ]
+    await run_in_transaction(db, _recording(rows, health))
+
+
+def _recording(
+    rows: list[dict[str, Any]], health: list[tuple[str, dict[str, Any]]]
+) -> WriteUnit[None]:
+    for config_id, changes in health:
+        yield Query(
+            webhook_configs.update().where(webhook_configs.c.id == config_id).values(**changes)
+        )
+    yield Query.for_each(_INSERT_ATTEMPT, rows)
+    yield Query.for_each(_UPDATE_DELIVERY, rows)
+
+
+def _result_row(result: Result) -> dict[str, Any]:
+    attempt = result.attempt
+    finished_at = attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
+    return {
+        **asdict(attempt),
+        "delivery_id": result.claim.delivery_id,
+        "number": result.claim.attempt,
+        "held_lease": result.claim.lease_expires_at,
+        "status": result.status,
+        "next_attempt_at": result.next_attempt_at,
+        "delivered_at": finished_at if result.status == Status.DELIVERED else None,
+    }
+
+
+def _health_by_config(
+    results: Sequence[Result],
+) -> dict[tuple[str, str], tuple[Health, datetime | None, datetime]]:
+    """One verdict per endpoint, by (client, configuration): `gone` wins, then any
+    success, else failing."""
+    verdicts: dict[tuple[str, str], tuple[Health, datetime | None, datetime]] = {}
+    rank = {Health.FAILING: 0, Health.OK: 1, Health.GONE: 2}
+    for result in results:
+        claim, now = result.claim, result.attempt.started_at
+        key = (claim.client_id, claim.config_id)
+        seen = verdicts.get(key)
+        if seen is None or rank[result.health] > rank[seen[0]]:
+            verdicts[key] = (result.health, claim.failing_since, now)
+    return verdicts
+
+
+def _health_changes(
+    health: Health, failing_since: datetime | None, now: datetime, *, disable_after_s: float
+) -> dict[str, Any]:
+    """`gone` disables at once; failing since longer than `disable_after_s` disables;
+    a success ends the failing streak. No change (and no statement) on the common path."""
+    if health == Health.GONE:
+        return {"enabled": False, "disabled_reason": "gone"}
+    if health == Health.OK:
+        return {} if failing_since is None else {"failing_since": None}
+    if failing_since is None:
+        return {"failing_since": now}
+    if now - failing_since >= timedelta(seconds=disable_after_s):
+        return {"enabled": False, "disabled_reason": "failing"}
+    return {}
