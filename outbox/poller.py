@@ -70,8 +70,11 @@ class Poller:
             if fanout.events < self.batch_size:
                 return handled
 
-    async def sweep(self) -> int:
-        stranded = await sweep_stranded(self.db, grace_s=self.sweep_grace_s)
+    async def sweep(self, *, grace_s: float | None = None) -> int:
+        """Re-enqueue the stranded deliveries: due for longer than `grace_s` (by default
+        the poller's `sweep_grace_s`) with no live lease. Returns how many."""
+        grace_s = self.sweep_grace_s if grace_s is None else grace_s
+        stranded = await sweep_stranded(self.db, grace_s=grace_s)
         if stranded:
             logger.warning("re-enqueueing %d stranded deliveries", len(stranded))
             await asyncio.to_thread(self.enqueue, stranded)

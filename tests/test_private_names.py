@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION = ("core", "service", "outbox", "workers")
+PRODUCTION = ("core", "service", "outbox", "workers", "commands")
 FIRST_PARTY = frozenset({*PRODUCTION, "migrations", "tests"})
 SELF_NAMES = frozenset({"self", "cls"})
 ATTRIBUTE_BUILTINS = frozenset({"getattr", "setattr", "hasattr", "delattr"})

@@ -24,7 +24,7 @@ from core.lifecycle.making import (
     insert_deliveries,
 )
 from core.lifecycle.records import AttemptRecord, Health, Result, record
-from core.lifecycle.retention import Pruned, parse_duration_s, prune
+from core.lifecycle.retention import Pruned, prune
 from core.lifecycle.status import CANCELLABLE, FINAL, REDELIVERABLE, Status
 from core.lifecycle.sweep import sweep_stranded
 
@@ -46,7 +46,6 @@ __all__ = [
     "insert_deliveries",
     "locked_state",
     "park",
-    "parse_duration_s",
     "prune",
     "record",
     "recover",

@@ -3,7 +3,6 @@ are older than a cutoff, in small batches so that no table is locked for long.""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,23 +13,6 @@ from core.lifecycle.status import FINAL
 from core.tables import attempts, deliveries, outbox
 
 PRUNE_BATCH = 1000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-
-
-MAX_DURATION_S = 100 * 365 * 86400
-
-
-def parse_duration_s(text: str) -> int:
-    """`90d`, `12h`, `30m`, `45s`, `2w` or plain seconds, up to 100 years; ValueError
-    otherwise."""
-    match = _DURATION.match(text.lower())
-    if match is None:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 15m, 3600)")
-    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if seconds > MAX_DURATION_S:
-        raise ValueError(f"duration {text!r} is longer than 100 years")
-    return seconds
 
 
 @dataclass(frozen=True)

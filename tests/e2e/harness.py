@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from tests.processes import WEBHOOKS, process_env, webhooks_ok
 from tests.servers import free_port, wait_for
-from tests.service.processes import WEBHOOKS, process_env, webhooks_ok
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = "/api/v2/config/webhook"

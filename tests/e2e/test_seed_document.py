@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.e2e.harness import procfile
+from tests.processes import process_env, run_webhooks, web_server
 from tests.servers import free_port
-from tests.service.processes import process_env, run_webhooks, web_server
 
 pytestmark = pytest.mark.e2e
 

@@ -68,6 +68,7 @@ from tests.faults.harness import (
     undelivered,
     wait_started,
 )
+from tests.processes import WEBHOOKS
 from tests.servers import (
     PostgresInstance,
     RedisServer,
@@ -78,7 +79,6 @@ from tests.servers import (
     redis_server,
     wait_for,
 )
-from tests.service.processes import WEBHOOKS
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.processes import WEBHOOKS, process_env, run_webhooks, web_server
 from tests.servers import free_port
-from tests.service.processes import WEBHOOKS, process_env, run_webhooks, web_server
 from tests.service.support import CONFIGS, config_body
 
 CREATES = 200

@@ -17,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
+from commands.processes import redis_check
 from core.clients import create_client
 from outbox.fanout import fan_out_batch
 from service.app import BrokerCheck, create_app
-from service.processes import _redis_check
 from tests.conftest import make_settings
 from tests.servers import PG_ADMIN_URL, RedisServer, postgres_database
 
@@ -109,7 +109,7 @@ async def test_readyz_is_503_json_when_the_broker_check_reports_an_error(
 async def test_readyz_follows_a_real_redis_going_away(
     database_url: str, own_redis: RedisServer
 ) -> None:
-    check = partial(_redis_check, own_redis.url)
+    check = partial(redis_check, own_redis.url)
     async with running(database_url, broker_check=check) as (_, api):
         before = await api.get("/readyz")
         own_redis.stop()

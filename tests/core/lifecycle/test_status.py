@@ -11,7 +11,7 @@ from core.lifecycle import CANCELLABLE, FINAL, REDELIVERABLE, Status
 from service.schemas import DeliveryStatus
 
 ROOT = Path(__file__).resolve().parents[3]
-PACKAGES = ("core", "service", "outbox", "workers")
+PACKAGES = ("core", "service", "outbox", "workers", "commands")
 # Literal types cannot be built from the enum; they are compared with it below.
 ALLOWED = {Path("core/lifecycle/status.py"), Path("service/schemas.py")}
 

@@ -16,10 +16,10 @@ from core.clients import AUTH_CACHE_TTL_S
 from core.database import open_database
 from service.app import create_app
 from tests.conftest import make_settings
+from tests.processes import WEBHOOKS, process_env, web_server
+from tests.processes import webhooks_fails as _fails_clearly
+from tests.processes import webhooks_ok as _ok
 from tests.servers import free_port, postgres_database, wait_for
-from tests.service.processes import WEBHOOKS, process_env, web_server
-from tests.service.processes import webhooks_fails as _fails_clearly
-from tests.service.processes import webhooks_ok as _ok
 
 pytestmark = pytest.mark.e2e  # every test runs the CLI as a process
 

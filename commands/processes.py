@@ -38,7 +38,7 @@ def _poller(settings: Settings, db: Database, broker: dramatiq.Broker, wakeup: W
     )
 
 
-async def _redis_check(redis_url: str) -> str:
+async def redis_check(redis_url: str) -> str:
     client = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
         await client.ping()
@@ -61,7 +61,7 @@ def _api_enqueuer(broker: dramatiq.Broker) -> Enqueue:
 
 def run_web(settings: Settings) -> None:
     if settings.redis_url:
-        check = partial(_redis_check, settings.redis_url)
+        check = partial(redis_check, settings.redis_url)
         enqueue = _api_enqueuer(create_broker(settings.redis_url))
         app = create_app(settings, broker_check=check, enqueue=enqueue)
     else:
@@ -115,9 +115,7 @@ def serve(settings: Settings) -> None:
         poller = _poller(settings, app.state.db, broker, wakeup)
         # Nothing is queued in a new process: whatever is pending and not leased by a
         # process that died is stranded, so it is sent again right away.
-        poller.sweep_grace_s = 0
-        await poller.sweep()
-        poller.sweep_grace_s = settings.delivery_lease_s
+        await poller.sweep(grace_s=0)
         stop = asyncio.Event()
         task = asyncio.create_task(poller.run(stop))
         try:

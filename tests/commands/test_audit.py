@@ -23,7 +23,7 @@ from core.database import Database
 from core.lifecycle import AttemptRecord, Health, Result, Status
 from tests.conftest import NewClient
 from tests.outbox.helpers import make_due, new_delivery
-from tests.service.processes import process_env, webhooks_fails, webhooks_ok
+from tests.processes import process_env, webhooks_fails, webhooks_ok
 from tests.service.support import CONFIGS, create_config
 
 pytestmark = pytest.mark.e2e
