@@ -53,6 +53,41 @@ def _api_routes() -> list[BaseRoute]:
     ]
 
 
+def _api_mount() -> Mount:
+    """`/api/v2`: the operations, behind bearer auth, and their OpenAPI document (made
+    on first request, from the routes themselves)."""
+    document: dict[str, Any] = {}
+
+    async def openapi(request: Request) -> JSONResponse:
+        if not document:
+            document.update(openapi_document([api, *health.routes, *metrics.routes]))
+        return JSONResponse(document)
+
+    describe = Operation("This OpenAPI document", "operations", {200: OpenApiDocument}, auth=False)
+    api = Mount(
+        API_PREFIX,
+        routes=[ApiRoute(OPENAPI_PATH, openapi, method="GET", operation=describe), *_api_routes()],
+        middleware=[Middleware(BearerAuth, public_paths=frozenset({API_PREFIX + OPENAPI_PATH}))],
+    )
+    return api
+
+
+def _lifespan(db: Database, wakeup: Wakeup, companions: Sequence[Companion]) -> Companion:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect()
+        try:
+            async with AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(app))
+                yield
+        finally:
+            await wakeup.close()
+            await db.disconnect()
+
+    return lifespan
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -71,46 +106,11 @@ def create_app(
     db = database or open_database(settings.database_url)
     if wakeup is None:
         wakeup = RedisWakeup(settings.redis_url) if settings.redis_url else LocalWakeup()
-    document: dict[str, Any] = {}
-
-    async def openapi(request: Request) -> JSONResponse:
-        if not document:
-            document.update(openapi_document([api, *health.routes, *metrics.routes]))
-        return JSONResponse(document)
-
-    api = Mount(
-        API_PREFIX,
-        routes=[
-            ApiRoute(
-                OPENAPI_PATH,
-                openapi,
-                method="GET",
-                operation=Operation(
-                    "This OpenAPI document", "operations", {200: OpenApiDocument}, auth=False
-                ),
-            ),
-            *_api_routes(),
-        ],
-        middleware=[Middleware(BearerAuth, public_paths=frozenset({API_PREFIX + OPENAPI_PATH}))],
-    )
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await db.connect()
-        try:
-            async with AsyncExitStack() as stack:
-                for companion in companions:
-                    await stack.enter_async_context(companion(app))
-                yield
-        finally:
-            await wakeup.close()
-            await db.disconnect()
-
     app = Starlette(
         # The portal's pages first: `/api/v2/docs` is a page, not an operation of `api`.
-        routes=[*health.routes, *metrics.routes, *portal_routes, api],
+        routes=[*health.routes, *metrics.routes, *portal_routes, _api_mount()],
         exception_handlers={**EXCEPTION_HANDLERS, **pages.EXCEPTION_HANDLERS},
-        lifespan=lifespan,
+        lifespan=_lifespan(db, wakeup, companions),
     )
     app.state.settings = settings
     app.state.db = db
