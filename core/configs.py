@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core import operational
 from core.clock import utcnow
 from core.database import Database, Query, WriteUnit, fetch_all, fetch_one, run_in_transaction
 from core.lifecycle import cancelling, releasing_held
@@ -92,22 +93,27 @@ async def update_config(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """Apply `changes` (already validated). `enabled=True` also clears the health state and
     makes the held deliveries due now; `enabled=False` disables by hand (`manual`, unless
-    the configuration was disabled already: its reason stays). Returns the row (None if
-    the configuration is not the client's) and the ids of the deliveries released from
-    `held`."""
-    if changes.get("enabled"):
-        changes = {**changes, "disabled_reason": None, "failing_since": None}
-    elif changes.get("enabled") is False:
-        reason = sa.case(
-            (webhook_configs.c.enabled, MANUAL), else_=webhook_configs.c.disabled_reason
-        )
-        changes = {**changes, "disabled_reason": reason}
+    the configuration was disabled already: its reason stays). A configuration that this
+    disables or enables writes its `webhook_disabled` or `webhook_enabled` event (SPEC 15)
+    in the same transaction. Returns the row (None if the configuration is not the
+    client's) and the ids of the deliveries released from `held`."""
     return await run_in_transaction(db, _updating(client_id, config_id, changes))
+
+
+_ENABLED = sa.select(webhook_configs.c.enabled).where(_MINE).with_for_update()
 
 
 def _updating(
     client_id: str, config_id: str, changes: dict[str, Any]
 ) -> WriteUnit[tuple[dict[str, Any] | None, list[str]]]:
+    enable = changes.get("enabled")
+    was_enabled = None
+    if enable is not None:
+        found = yield Query(_ENABLED, {"client_id": client_id, "config_id": config_id})
+        if not found:
+            return None, []
+        was_enabled = found[0]["enabled"]
+        changes = {**changes, **_toggling(was_enabled=was_enabled, enable=enable)}
     rows = yield Query(
         webhook_configs.update()
         .where(_mine(client_id, config_id))
@@ -116,10 +122,25 @@ def _updating(
     )
     if not rows:
         return None, []
-    if not changes.get("enabled"):
-        return rows[0], []
-    released = yield from releasing_held(config_id)
-    return rows[0], released
+    row, released = rows[0], []
+    if enable:
+        released = yield from releasing_held(config_id)
+    if enable is not None and enable != was_enabled:
+        yield _announcement(row, released=len(released))
+    return row, released
+
+
+def _toggling(*, was_enabled: bool, enable: bool) -> dict[str, Any]:
+    if enable:
+        return {"disabled_reason": None, "failing_since": None}
+    return {"disabled_reason": MANUAL} if was_enabled else {}
+
+
+def _announcement(row: dict[str, Any], *, released: int) -> Query:
+    mine = {"client_id": row["client_id"], "config_id": row["id"], "url": row["url"]}
+    if row["enabled"]:
+        return operational.webhook_enabled(**mine, released=released, at=row["updated_at"])
+    return operational.webhook_disabled(**mine, disabled_reason=MANUAL, at=row["updated_at"])
 
 
 async def delete_config(db: Database, client_id: str, config_id: str) -> dict[str, Any] | None:

@@ -119,6 +119,8 @@ outbox = sa.Table(
     sa.Column("content", Json, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("dispatched_at", UTCDateTime, nullable=True),
+    # What an operational event (SPEC 15) is about: never sent to that configuration.
+    sa.Column("source_config_id", sa.String(36), nullable=True),
     sa.Index(None, "dispatched_at", "seq"),
 )
 

@@ -44,6 +44,7 @@ _CLAIM = (
         outbox.c.client_id,
         outbox.c.event_type,
         outbox.c.content,
+        outbox.c.source_config_id,
     )
     .where(outbox.c.dispatched_at.is_(None))
     .order_by(outbox.c.seq)
@@ -84,7 +85,11 @@ def _rows(
     for event in events:
         body = event_body(event["event_type"], event["content"])
         for config in subscribers.get(event["client_id"], []):
-            if event["event_type"] in config["subscribed_events"]:
+            # An operational event is never sent to the configuration it is about.
+            if (
+                event["event_type"] in config["subscribed_events"]
+                and config["id"] != event["source_config_id"]
+            ):
                 rows.append(
                     delivery_row(
                         config_id=config["id"],

@@ -15,7 +15,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.clock import utcnow
 from core.database import (
     Database,
     Query,
@@ -24,35 +23,10 @@ from core.database import (
     fetch_one,
     run_in_transaction,
 )
+from core.event_rows import COLUMNS, EVENT_BINDS, INSERT_EVENT, event_insert, event_params
+
+__all__ = ["add_event", "event_insert", "event_params", "insert_event_if", "write_with_event"]
 from core.tables import outbox
-
-_COLUMNS = ("event_id", "client_id", "event_type", "content", "created_at")
-# Bind names that cannot clash with those of a statement the event is written with.
-_BINDS: dict[str, sa.BindParameter[Any]] = {
-    column: sa.bindparam(f"new_event_{column}", type_=outbox.c[column].type) for column in _COLUMNS
-}
-_INSERT_EVENT = outbox.insert().values(_BINDS)
-
-
-def event_params(
-    *, client_id: str, event_type: str, content: dict[str, Any], event_id: str | None = None
-) -> dict[str, Any]:
-    """The values of a new event (a fresh id unless `event_id`) for `event_insert`,
-    `insert_event_if` or `write_with_event`."""
-    values = {
-        "event_id": event_id or str(uuid.uuid4()),
-        "client_id": client_id,
-        "event_type": event_type,
-        "content": content,
-        "created_at": utcnow(),
-    }
-    return {_BINDS[column].key: value for column, value in values.items()}
-
-
-def event_insert(params: dict[str, Any]) -> Query:
-    """The INSERT of a new event (`event_params`): run it in the same transaction as the
-    change that caused it, e.g. from a `WriteUnit`."""
-    return Query(_INSERT_EVENT, params)
 
 
 @lru_cache(maxsize=64)
@@ -63,8 +37,10 @@ def insert_event_if(change: sa.Update | sa.Insert) -> sa.Insert:
     once per change statement.)"""
     done = change.cte("change")
     # In a SELECT list the parameters have no type of their own: the casts give them.
-    values = sa.select(*(sa.cast(_BINDS[c], outbox.c[c].type) for c in _COLUMNS)).select_from(done)
-    return outbox.insert().from_select(_COLUMNS, values).returning(outbox.c.seq).add_cte(done)
+    values = sa.select(*(sa.cast(EVENT_BINDS[c], outbox.c[c].type) for c in COLUMNS)).select_from(
+        done
+    )
+    return outbox.insert().from_select(COLUMNS, values).returning(outbox.c.seq).add_cte(done)
 
 
 async def write_with_event(
@@ -86,7 +62,7 @@ def _change_then_event(
 ) -> WriteUnit[bool]:
     if not (yield Query(change, values)):
         return False
-    yield Query(_INSERT_EVENT, event)
+    yield Query(INSERT_EVENT, event)
     return True
 
 

@@ -231,7 +231,17 @@ class DeliveryQuery(Strict):
     model_config = ConfigDict(extra="ignore", json_schema_extra=_without_null)
 
     status: DeliveryStatus | None = None
-    event_type: Literal["survey_created", "survey_finished", "ping"] | None = None
+    event_type: (
+        Literal[
+            "survey_created",
+            "survey_finished",
+            "webhook_disabled",
+            "webhook_enabled",
+            "delivery_failed",
+            "ping",
+        ]
+        | None
+    ) = None
     since: RequestTime | None = None
     until: RequestTime | None = None
     limit: Annotated[int, BeforeValidator(_decimal_digits)] = Field(50, ge=1, le=100)

@@ -29,6 +29,7 @@ class Claim:
 
     delivery_id: str
     event_id: str
+    event_type: str
     config_id: str
     client_id: str
     body: str
@@ -68,6 +69,7 @@ _CLAIM = (
     .returning(
         deliveries.c.id,
         deliveries.c.event_id,
+        deliveries.c.event_type,
         deliveries.c.config_id,
         deliveries.c.body,
         deliveries.c.attempt_count,
@@ -113,6 +115,7 @@ def _claim(
     return Claim(
         delivery_id=delivery["id"],
         event_id=delivery["event_id"],
+        event_type=delivery["event_type"],
         config_id=delivery["config_id"],
         client_id=config["client_id"],
         body=delivery["body"],

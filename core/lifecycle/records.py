@@ -11,7 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core import operational
 from core.database import Database, Query, WriteUnit, run_in_transaction
+from core.events import OPERATIONAL_EVENTS
 from core.lifecycle.attempts import Claim
 from core.lifecycle.status import Status
 from core.tables import attempts, deliveries, webhook_configs
@@ -75,29 +77,89 @@ _UPDATE_DELIVERY = (
 async def record(db: Database, results: Sequence[Result], *, disable_after_s: float) -> None:
     """Store the endpoints' health, the attempts and the deliveries' new states, and
     release the leases, all in one transaction of a few statements however many (on
-    SQLite, group-committed with the records of the process's other batches).
+    SQLite, group-committed with the records of the process's other batches). A
+    configuration this disables, and a delivery that ends `failed`, also write their
+    operational event (SPEC 15) in it.
 
     Rows are locked in the order the fan-out locks them, so that concurrent batches and
     fan-outs cannot deadlock on PostgreSQL: configurations first, by (client, id), then
     deliveries by id."""
     rows = sorted(map(_result_row, results), key=lambda row: str(row["delivery_id"]))
     health = [
-        (config_id, changes)
-        for (_, config_id), verdict in sorted(_health_by_config(results).items())
-        if (changes := _health_changes(*verdict, disable_after_s=disable_after_s))
+        (claim, changes, now)
+        for _, (verdict, claim, now) in sorted(_health_by_config(results).items())
+        if (changes := _health_changes(verdict, claim, now, disable_after_s=disable_after_s))
     ]
-    await run_in_transaction(db, _recording(rows, health))
+    failed = {
+        result.claim.delivery_id: result for result in results if result.status == Status.FAILED
+    }
+    await run_in_transaction(db, _recording(rows, health, failed))
 
 
 def _recording(
-    rows: list[dict[str, Any]], health: list[tuple[str, dict[str, Any]]]
+    rows: list[dict[str, Any]],
+    health: list[tuple[Claim, dict[str, Any], datetime]],
+    failed: dict[str, Result],
 ) -> WriteUnit[None]:
-    for config_id, changes in health:
-        yield Query(
-            webhook_configs.update().where(webhook_configs.c.id == config_id).values(**changes)
-        )
+    for claim, changes, now in health:
+        yield from _changing_health(claim, changes, now)
     yield Query.for_each(_INSERT_ATTEMPT, rows)
-    yield Query.for_each(_UPDATE_DELIVERY, rows)
+    yield Query.for_each(
+        _UPDATE_DELIVERY, [row for row in rows if row["delivery_id"] not in failed]
+    )
+    for row in rows:
+        if row["delivery_id"] in failed:
+            yield from _failing(row, failed[row["delivery_id"]])
+
+
+_DISABLE = (
+    webhook_configs.update()
+    .where(webhook_configs.c.id == sa.bindparam("config_id"), webhook_configs.c.enabled.is_(True))
+    .values(enabled=False, disabled_reason=sa.bindparam("disabled_reason"))
+    .returning(webhook_configs.c.id)
+)
+
+
+def _changing_health(claim: Claim, changes: dict[str, Any], now: datetime) -> WriteUnit[None]:
+    if changes.get("enabled") is not False:
+        update = webhook_configs.update().where(webhook_configs.c.id == claim.config_id)
+        yield Query(update.values(**changes))
+        return
+    # Only a configuration still enabled is disabled (and announced): one that another
+    # batch or its client disabled meanwhile keeps its reason, and makes no second event.
+    reason = changes["disabled_reason"]
+    if (yield Query(_DISABLE, {"config_id": claim.config_id, "disabled_reason": reason})):
+        yield operational.webhook_disabled(
+            client_id=claim.client_id,
+            config_id=claim.config_id,
+            url=claim.url,
+            disabled_reason=reason,
+            at=now,
+        )
+
+
+_FAIL_DELIVERY = _UPDATE_DELIVERY.returning(deliveries.c.id)
+
+
+def _failing(row: dict[str, Any], result: Result) -> WriteUnit[None]:
+    """A delivery that ends `failed`, and its `delivery_failed` event, unless the delivery
+    changed meanwhile, or carried an operational event itself (a failing endpoint would
+    otherwise announce the failures of the announcements to the others, and back)."""
+    changed = yield Query(_FAIL_DELIVERY, row)
+    claim = result.claim
+    if not changed or claim.event_type in OPERATIONAL_EVENTS:
+        return
+    yield operational.delivery_failed(
+        client_id=claim.client_id,
+        config_id=claim.config_id,
+        delivery_id=claim.delivery_id,
+        event_id=claim.event_id,
+        event_type=claim.event_type,
+        attempts=claim.attempt,
+        last_error=result.attempt.error,
+        last_status_code=result.attempt.status_code,
+        at=result.attempt.started_at + timedelta(milliseconds=result.attempt.duration_ms),
+    )
 
 
 def _result_row(result: Result) -> dict[str, Any]:
@@ -116,27 +178,28 @@ def _result_row(result: Result) -> dict[str, Any]:
 
 def _health_by_config(
     results: Sequence[Result],
-) -> dict[tuple[str, str], tuple[Health, datetime | None, datetime]]:
+) -> dict[tuple[str, str], tuple[Health, Claim, datetime]]:
     """One verdict per endpoint, by (client, configuration): `gone` wins, then any
     success, else failing."""
-    verdicts: dict[tuple[str, str], tuple[Health, datetime | None, datetime]] = {}
+    verdicts: dict[tuple[str, str], tuple[Health, Claim, datetime]] = {}
     rank = {Health.FAILING: 0, Health.OK: 1, Health.GONE: 2}
     for result in results:
         claim, now = result.claim, result.attempt.started_at
         key = (claim.client_id, claim.config_id)
         seen = verdicts.get(key)
         if seen is None or rank[result.health] > rank[seen[0]]:
-            verdicts[key] = (result.health, claim.failing_since, now)
+            verdicts[key] = (result.health, claim, now)
     return verdicts
 
 
 def _health_changes(
-    health: Health, failing_since: datetime | None, now: datetime, *, disable_after_s: float
+    health: Health, claim: Claim, now: datetime, *, disable_after_s: float
 ) -> dict[str, Any]:
     """`gone` disables at once; failing since longer than `disable_after_s` disables;
     a success ends the failing streak. No change (and no statement) on the common path."""
     if health == Health.GONE:
         return {"enabled": False, "disabled_reason": "gone"}
+    failing_since = claim.failing_since
     if health == Health.OK:
         return {} if failing_since is None else {"failing_since": None}
     if failing_since is None:

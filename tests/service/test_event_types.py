@@ -18,27 +18,50 @@ SURVEY = {
 }
 
 
-async def test_catalogue_lists_both_events_with_description_and_schema(
+SURVEY_EVENTS = ["survey_created", "survey_finished"]
+OPERATIONAL_EVENTS = ["webhook_disabled", "webhook_enabled", "delivery_failed"]
+# SPEC 15: the fields of each operational event's content.
+OPERATIONAL_FIELDS = {
+    "webhook_disabled": {"config_id", "url", "disabled_reason", "at"},
+    "webhook_enabled": {"config_id", "url", "released", "at"},
+    "delivery_failed": {
+        "config_id",
+        "delivery_id",
+        "event_id",
+        "event_type",
+        "attempts",
+        "last_error",
+        "last_status_code",
+        "at",
+    },
+}
+
+
+async def test_catalogue_lists_every_event_with_description_and_schema(
     api: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     response = await api.get(EVENT_TYPES, headers=auth)
 
     assert response.status_code == 200, response.text
     catalogue = response.json()
-    assert sorted(item["name"] for item in catalogue) == ["survey_created", "survey_finished"]
+    assert sorted(item["name"] for item in catalogue) == sorted(SURVEY_EVENTS + OPERATIONAL_EVENTS)
     for item in catalogue:
         assert set(item) == {"name", "description", "schema"}, item
         assert isinstance(item["description"], str) and item["description"].strip()
         schema = item["schema"]
         assert isinstance(schema, dict) and schema.get("type") == "object", schema
         OAS31Validator.check_schema(schema)
-        assert set(schema["properties"]) >= set(SURVEY), schema
+        expected = OPERATIONAL_FIELDS.get(item["name"], set(SURVEY))
+        assert set(schema["properties"]) == expected, schema
+        assert set(schema["required"]) == expected, schema
 
 
-async def test_each_schema_accepts_a_survey_and_refuses_garbage(
+async def test_each_survey_schema_accepts_a_survey_and_refuses_garbage(
     api: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     for item in (await api.get(EVENT_TYPES, headers=auth)).json():
+        if item["name"] not in SURVEY_EVENTS:
+            continue
         validator = OAS31Validator(item["schema"])
         validator.validate(SURVEY)
         validator.validate({**SURVEY, "status": "in_progress", "completed_at": None})
