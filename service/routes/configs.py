@@ -166,7 +166,10 @@ routes = [
         get_secret,
         method="GET",
         operation=Operation(
-            "The signing secret (v1), or the public key (v1a)", TAG, {200: SigningKey}, errors=(404,)
+            "The signing secret (v1), or the public key (v1a)",
+            TAG,
+            {200: SigningKey},
+            errors=(404,),
         ),
     ),
     ApiRoute(
