@@ -171,7 +171,7 @@ def client_revoke(client_id: str) -> None:
 )
 def prune(older_than: str) -> None:
     """Remove delivered and failed deliveries, their attempts and dispatched outbox rows
-    older than a duration, in small batches."""
+    older than a duration, and expired idempotency keys, in small batches."""
     from datetime import timedelta
 
     from core.clock import utcnow
@@ -185,7 +185,12 @@ def prune(older_than: str) -> None:
     settings = _migrated_settings()
     pruned = _run_with_db(settings, lambda db: prune_older(db, older_than=age, now=utcnow()))
     _print_json(
-        {"deliveries": pruned.deliveries, "attempts": pruned.attempts, "outbox": pruned.outbox}
+        {
+            "deliveries": pruned.deliveries,
+            "attempts": pruned.attempts,
+            "outbox": pruned.outbox,
+            "idempotency_keys": pruned.idempotency_keys,
+        }
     )
 
 

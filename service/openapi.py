@@ -18,7 +18,7 @@ _ERROR_TEXT = {
     400: "Body is not valid JSON or not an object",
     401: "Missing, malformed, unknown or revoked API key",
     404: "Unknown id, or another client's",
-    409: "State conflict",
+    409: "State conflict, or an Idempotency-Key used with another body (idempotency_conflict)",
     413: "Body larger than 1 MiB",
     415: "Body sent with a Content-Type other than JSON",
     422: "Invalid fields",
@@ -58,6 +58,16 @@ def _path_schema(convertor: Convertor[Any]) -> dict[str, Any]:
     return {"type": "string"}
 
 
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and body within 24 hours gets the first answer "
+    "again and writes nothing; the same key with another body is a 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+
 def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, Any]:
     op = route.operation
     doc: dict[str, Any] = {
@@ -72,6 +82,8 @@ def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, An
     ]
     if op.query is not None:
         params += _query_parameters(op.query)
+    if op.idempotent:
+        params.append(IDEMPOTENCY_KEY_PARAMETER)
     if params:
         doc["parameters"] = params
     if op.request is not None:
@@ -86,7 +98,7 @@ def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, An
         elif op.text_response:
             response["content"] = {"text/plain": {"schema": {"type": "string"}}}
         doc["responses"][str(status)] = response
-    errors = set(op.errors)
+    errors = set(op.errors) | ({409} if op.idempotent else set())
     if op.auth:
         errors.add(401)
         doc["security"] = [{"bearer": []}]
