@@ -116,7 +116,7 @@ def client_revoke(client_id: str) -> None:
 )
 def prune(older_than: str) -> None:
     """Remove delivered and failed deliveries, their attempts and dispatched outbox rows
-    older than a duration, in small batches."""
+    older than a duration, and expired idempotency keys, in small batches."""
     from datetime import timedelta
 
     from core.clock import utcnow
@@ -129,7 +129,12 @@ def prune(older_than: str) -> None:
     settings = migrated_settings()
     pruned = run_with_db(settings, lambda db: prune_older(db, older_than=age, now=utcnow()))
     print_json(
-        {"deliveries": pruned.deliveries, "attempts": pruned.attempts, "outbox": pruned.outbox}
+        {
+            "deliveries": pruned.deliveries,
+            "attempts": pruned.attempts,
+            "outbox": pruned.outbox,
+            "idempotency_keys": pruned.idempotency_keys,
+        }
     )
 
 

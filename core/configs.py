@@ -6,7 +6,6 @@ exactly like one that does not exist (None).
 
 from __future__ import annotations
 
-import base64
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -19,16 +18,12 @@ from core import operational
 from core.clock import utcnow
 from core.database import Database, Query, WriteUnit, fetch_all, fetch_one, run_in_transaction
 from core.lifecycle import cancelling, releasing_held
+from core.signing_keys import DEFAULT_SCHEME, SignatureScheme, new_signing_key
+from core.signing_keys import new_signing_secret as new_signing_secret  # re-exported
 from core.tables import webhook_configs
 
-SIGNING_SECRET_PREFIX = "whsec_"
 PREVIOUS_SECRET_TTL = timedelta(hours=24)
 MANUAL = "manual"  # `disabled_reason` of a configuration disabled by its client
-
-
-def new_signing_secret() -> str:
-    """`whsec_` + base64 of 32 random bytes, as Standard Webhooks libraries expect."""
-    return SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def new_authorization_token() -> str:
@@ -50,7 +45,9 @@ async def create_config(
     url: str,
     subscribed_events: Sequence[str],
     authorization_token: str | None,
+    signature_scheme: SignatureScheme = DEFAULT_SCHEME,
 ) -> dict[str, Any]:
+    """A new configuration with a signing key of `signature_scheme`: its row."""
     now = utcnow()
     values = {
         "id": str(uuid.uuid4()),
@@ -58,7 +55,8 @@ async def create_config(
         "url": url,
         "authorization_token": authorization_token or new_authorization_token(),
         "subscribed_events": list(subscribed_events),
-        "signing_secret": new_signing_secret(),
+        "signing_secret": new_signing_key(signature_scheme),
+        "signature_scheme": signature_scheme.value,
         "enabled": True,
         "created_at": now,
         "updated_at": now,
@@ -95,17 +93,39 @@ async def update_config(
     makes the held deliveries due now; `enabled=False` disables by hand (`manual`, unless
     the configuration was disabled already: its reason stays). A configuration that this
     disables or enables writes its `webhook_disabled` or `webhook_enabled` event (SPEC 15)
-    in the same transaction. Returns the row (None if the configuration is not the
-    client's) and the ids of the deliveries released from `held`."""
+    in the same transaction. A `signature_scheme` other than the current one makes a key
+    of the new kind; the old key keeps signing for 24 hours, as after a rotation. Returns
+    the row (None if the configuration is not the client's) and the ids of the
+    deliveries released from `held`."""
     return await run_in_transaction(db, _updating(client_id, config_id, changes))
 
 
 _ENABLED = sa.select(webhook_configs.c.enabled).where(_MINE).with_for_update()
 
 
+def _switching_scheme(client_id: str, config_id: str, scheme: SignatureScheme) -> Query:
+    """Give the configuration a key of `scheme` if it signs with another one; the key it
+    replaces signs too for 24 hours. (A no-op for the scheme it has.)"""
+    now = utcnow()
+    return Query(
+        webhook_configs.update()
+        .where(_mine(client_id, config_id), webhook_configs.c.signature_scheme != scheme.value)
+        .values(
+            signature_scheme=scheme.value,
+            signing_secret=new_signing_key(scheme),
+            previous_signing_secret=webhook_configs.c.signing_secret,
+            previous_secret_expires_at=now + PREVIOUS_SECRET_TTL,
+        )
+    )
+
+
 def _updating(
     client_id: str, config_id: str, changes: dict[str, Any]
 ) -> WriteUnit[tuple[dict[str, Any] | None, list[str]]]:
+    changes = dict(changes)
+    scheme = changes.pop("signature_scheme", None)
+    if scheme is not None:
+        yield _switching_scheme(client_id, config_id, SignatureScheme(scheme))
     enable = changes.get("enabled")
     was_enabled = None
     if enable is not None:
@@ -113,7 +133,7 @@ def _updating(
         if not found:
             return None, []
         was_enabled = found[0]["enabled"]
-        changes = {**changes, **_toggling(was_enabled=was_enabled, enable=enable)}
+        changes |= _toggling(was_enabled=was_enabled, enable=enable)
     rows = yield Query(
         webhook_configs.update()
         .where(_mine(client_id, config_id))
@@ -161,21 +181,38 @@ def _deleting(client_id: str, config_id: str) -> WriteUnit[dict[str, Any] | None
     return rows[0]
 
 
+# A rotation that raced a switch of the scheme makes a key of the new scheme instead.
+ROTATION_TRIES = 3
+
+
 async def rotate_secret(db: Database, client_id: str, config_id: str) -> str | None:
-    """Make a new signing secret; the current one keeps signing for 24 hours. One
-    statement, so that concurrent rotations each keep the secret they replaced."""
+    """Make a new signing key of the configuration's scheme; the current one keeps
+    signing for 24 hours. One statement, guarded by the scheme the key was made for, so
+    that concurrent rotations each keep the key they replaced. Returns the new stored
+    key (a `whsk_` private key for `v1a`: show the client `signing_keys.shown_key`), or
+    None if the configuration is not the client's."""
+    for _ in range(ROTATION_TRIES):
+        config = await get_config(db, client_id, config_id)
+        if config is None:
+            return None
+        scheme = SignatureScheme(config["signature_scheme"])
+        key = new_signing_key(scheme)
+        row = await fetch_one(db, _rotation(client_id, config_id, scheme, key))
+        if row is not None:
+            return key
+    raise RuntimeError("the signature scheme kept changing during a rotation")
+
+
+def _rotation(client_id: str, config_id: str, scheme: SignatureScheme, key: str) -> sa.Update:
     now = utcnow()
-    secret = new_signing_secret()
-    row = await fetch_one(
-        db,
+    return (
         webhook_configs.update()
-        .where(_mine(client_id, config_id))
+        .where(_mine(client_id, config_id), webhook_configs.c.signature_scheme == scheme.value)
         .values(
-            signing_secret=secret,
+            signing_secret=key,
             previous_signing_secret=webhook_configs.c.signing_secret,
             previous_secret_expires_at=now + PREVIOUS_SECRET_TTL,
             updated_at=now,
         )
-        .returning(webhook_configs.c.id),
+        .returning(webhook_configs.c.id)
     )
-    return secret if row is not None else None

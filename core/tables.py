@@ -86,6 +86,9 @@ webhook_configs = sa.Table(
     sa.Column("signing_secret", sa.String(100), nullable=False),
     sa.Column("previous_signing_secret", sa.String(100), nullable=True),
     sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
+    # "v1" (HMAC, `signing_secret` is a `whsec_` secret) or "v1a" (ed25519, a `whsk_`
+    # private key that never leaves the service); a stored key's prefix says its kind.
+    sa.Column("signature_scheme", sa.String(8), nullable=False, server_default="v1"),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("disabled_reason", sa.String(32), nullable=True),
     sa.Column("failing_since", UTCDateTime, nullable=True),
@@ -185,5 +188,26 @@ portal_sessions = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Index(None, "expires_at"),
+)
+
+# The first answer to a request that carried an `Idempotency-Key` (SPEC 14), kept until
+# `expires_at`. The key row is inserted first in the transaction that does the request's
+# writes, so the primary key decides which of concurrent requests writes: the others
+# wait for it (PostgreSQL) or run after it (SQLite's one writer) and replay its answer.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("client_id", sa.String(36), sa.ForeignKey("clients.id"), primary_key=True),
+    # The method and the path, e.g. "PATCH /api/v2/surveys/<id>".
+    sa.Column("route", sa.String(300), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    # SHA-256 of the request body, canonical JSON: a retry must send the same body.
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    # Set in the same transaction as the row itself: a committed row always has both.
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index(None, "expires_at"),
 )

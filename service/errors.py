@@ -5,6 +5,7 @@ ApiError                      the root: any error that becomes an HTTP response
  +-- Unauthorized             401, with `WWW-Authenticate: Bearer`
  +-- NotFound                 404
  +-- Conflict                 409
+ |    +-- IdempotencyConflict  409 `idempotency_conflict` (defined in service.idempotency)
  +-- PayloadTooLarge          413
  +-- UnsupportedMediaType     415
  +-- ValidationFailed         422, one `details` entry per field
@@ -104,6 +105,16 @@ class ValidationFailed(ApiError):
         return cls("request validation failed", details=details)
 
 
+def error_document(
+    code: str, message: str, *, details: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """The body of an error: `{"error": {"code", "message", "details"?}}`."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
 def error_response(
     status_code: int,
     code: str,
@@ -112,10 +123,8 @@ def error_response(
     details: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    return JSONResponse({"error": error}, status_code=status_code, headers=headers)
+    document = error_document(code, message, details=details)
+    return JSONResponse(document, status_code=status_code, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -10,7 +10,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.convertors import Convertor
 from starlette.routing import BaseRoute, Mount
 
-from service.routing import ApiRoute, IdConvertor
+from service.routing import ApiRoute, IdConvertor, Operation
 from service.schemas import Error
 
 _REF = "#/components/schemas/{model}"
@@ -18,7 +18,7 @@ _ERROR_TEXT = {
     400: "Body is not valid JSON or not an object",
     401: "Missing, malformed, unknown or revoked API key",
     404: "Unknown id, or another client's",
-    409: "State conflict",
+    409: "State conflict, or an Idempotency-Key used with another body (idempotency_conflict)",
     413: "Body larger than 1 MiB",
     415: "Body sent with a Content-Type other than JSON",
     422: "Invalid fields",
@@ -58,45 +58,68 @@ def _path_schema(convertor: Convertor[Any]) -> dict[str, Any]:
     return {"type": "string"}
 
 
-def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, Any]:
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and body within 24 hours gets the first answer "
+    "again and writes nothing; the same key with another body is a 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+
+def _parameters(route: ApiRoute) -> list[dict[str, Any]]:
     op = route.operation
-    doc: dict[str, Any] = {
-        "summary": op.summary,
-        "tags": [op.tag],
-        "operationId": f"{route.method}_{route.name}",
-        "responses": {},
-    }
     params = [
         {"name": name, "in": "path", "required": True, "schema": _path_schema(convertor)}
         for name, convertor in route.param_convertors.items()
     ]
     if op.query is not None:
         params += _query_parameters(op.query)
-    if params:
-        doc["parameters"] = params
-    if op.request is not None:
-        doc["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": refs[(op.request, "validation")]}},
-        }
+    if op.idempotent:
+        params.append(IDEMPOTENCY_KEY_PARAMETER)
+    return params
+
+
+def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
     for status, model in op.responses.items():
         response: dict[str, Any] = {"description": op.summary}
         if model is not None:
             response["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
         elif op.text_response:
             response["content"] = {"text/plain": {"schema": {"type": "string"}}}
-        doc["responses"][str(status)] = response
-    errors = set(op.errors)
+        responses[str(status)] = response
+    errors = set(op.errors) | ({409} if op.idempotent else set())
     if op.auth:
         errors.add(401)
-        doc["security"] = [{"bearer": []}]
     if op.request is not None:
         errors |= {400, 413, 415, 422}
     for status in sorted(errors):
-        doc["responses"][str(status)] = {
+        responses[str(status)] = {
             "description": _ERROR_TEXT[status],
             "content": {"application/json": {"schema": refs[(Error, "serialization")]}},
         }
+    return responses
+
+
+def _operation(path: str, route: ApiRoute, refs: dict[Any, Any]) -> dict[str, Any]:
+    op = route.operation
+    doc: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{route.method}_{route.name}",
+    }
+    if params := _parameters(route):
+        doc["parameters"] = params
+    if op.request is not None:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[(op.request, "validation")]}},
+        }
+    doc["responses"] = _responses(op, refs)
+    if op.auth:
+        doc["security"] = [{"bearer": []}]
     return doc
 
 

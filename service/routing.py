@@ -40,6 +40,7 @@ class Operation:
     auth: bool = True
     errors: tuple[int, ...] = field(default=())
     text_response: bool = False  # a `text/plain` body instead of JSON
+    idempotent: bool = False  # takes an `Idempotency-Key` header (SPEC 14)
 
 
 class ApiRoute(Route):

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from core.events import EventType
+from core.signing_keys import DEFAULT_SCHEME, SignatureScheme, shown_key
 from core.timestamps import AnswerTime, RequestTime
 
 MAX_URL_LENGTH = 2048
@@ -80,10 +81,17 @@ SubscribedEvents = Annotated[
 ]
 
 
+_SCHEME_TEXT = (
+    "How deliveries are signed: `v1` (HMAC-SHA256 with `signing_secret`) or `v1a` (ed25519; "
+    "receivers verify with `signing_public_key`)."
+)
+
+
 class ConfigCreate(Strict):
     url: WebhookUrl
     authorization_token: AuthorizationToken | None = None
     subscribed_events: SubscribedEvents
+    signature_scheme: SignatureScheme = Field(DEFAULT_SCHEME, description=_SCHEME_TEXT)
 
 
 def _without_null(schema: JsonDict) -> None:
@@ -123,8 +131,20 @@ class ConfigUpdate(Strict):
         description="true re-enables a disabled configuration (its held deliveries are "
         "sent); false disables it by hand (`disabled_reason`: `manual`).",
     )
+    signature_scheme: SignatureScheme | None = Field(
+        None,
+        description=_SCHEME_TEXT + " Switching makes a key of the new kind, returned in the "
+        "answer; the old key keeps signing for 24 hours.",
+    )
 
-    @field_validator("url", "authorization_token", "subscribed_events", "enabled", mode="before")
+    @field_validator(
+        "url",
+        "authorization_token",
+        "subscribed_events",
+        "enabled",
+        "signature_scheme",
+        mode="before",
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Omit a field to leave it alone; an explicit null would silently do nothing.
@@ -134,16 +154,19 @@ class ConfigUpdate(Strict):
 
 
 class Config(BaseModel):
-    """A configuration. `authorization_token` and `signing_secret` appear only where
-    SPEC 5 includes them; `disabled_reason` only while disabled."""
+    """A configuration. `authorization_token` and the signing key (`signing_secret` for
+    `v1`, `signing_public_key` for `v1a`) appear only where SPEC 5 and 16 include them,
+    and when a `PATCH` switched the scheme; `disabled_reason` only while disabled."""
 
     id: str
     url: str
     subscribed_events: list[str]
     enabled: bool
     disabled_reason: Literal["gone", "failing", "manual"] | None = None
+    signature_scheme: SignatureScheme
     authorization_token: str | None = None
     signing_secret: str | None = None
+    signing_public_key: str | None = None
 
 
 class ConfigList(RootModel[list[Config]]):
@@ -151,7 +174,20 @@ class ConfigList(RootModel[list[Config]]):
 
 
 class SigningSecret(BaseModel):
+    """The HMAC secret of a `v1` configuration."""
+
     signing_secret: str
+
+
+class SigningPublicKey(BaseModel):
+    """The ed25519 public key of a `v1a` configuration; its private key never leaves
+    the service."""
+
+    signing_public_key: str = Field(pattern=r"^whpk_[A-Za-z0-9+/]{43}=$")
+
+
+class SigningKey(RootModel[SigningSecret | SigningPublicKey]):
+    """What a client sees of its configuration's signing key, by its scheme."""
 
 
 class EventTypeInfo(BaseModel):
@@ -191,15 +227,17 @@ class Health(BaseModel):
 def config_view(
     row: dict[str, Any], *, with_token: bool = False, with_secret: bool = False
 ) -> dict[str, Any]:
-    """The JSON of a configuration row, token and secret only when asked for."""
+    """The JSON of a configuration row, token and signing key only when asked for (the
+    key as `signing_keys.shown_key` shows it: never a private key)."""
     view = Config(
         id=row["id"],
         url=row["url"],
         subscribed_events=row["subscribed_events"],
         enabled=row["enabled"],
         disabled_reason=None if row["enabled"] else row.get("disabled_reason"),
+        signature_scheme=row["signature_scheme"],
         authorization_token=row["authorization_token"] if with_token else None,
-        signing_secret=row["signing_secret"] if with_secret else None,
+        **(shown_key(row["signing_secret"]) if with_secret else {}),
     )
     return view.model_dump(mode="json", exclude_none=True)
 

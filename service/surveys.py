@@ -1,4 +1,10 @@
-"""Surveys and their events: each change and its outbox event commit together (SPEC 7)."""
+"""Surveys and their events: each change and its outbox event commit together (SPEC 7).
+
+`create_survey` and `complete_survey` are the fast paths; `creating` and `completing`
+are the same writes as write units that give the request's whole answer, for requests
+with an `Idempotency-Key` (`service.idempotency.once` runs them after claiming the key,
+in the same transaction).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, fetch_one
+from core.database import Database, Query, WriteUnit, fetch_one
 from core.events import EventType, Survey
 from core.tables import surveys
-from outbox.writer import event_params, write_with_event
+from outbox.writer import event_insert, event_params, write_with_event
+from service.errors import error_document
+from service.idempotency import Answer
+
+NO_SURVEY = "no such survey"
+ALREADY_COMPLETED = "the survey is already completed"
 
 
 class SurveyAlreadyCompleted(Exception):
@@ -23,11 +34,8 @@ def survey_view(row: dict[str, Any]) -> dict[str, Any]:
     return Survey.model_validate(row).model_dump(mode="json")
 
 
-async def create_survey(
-    db: Database, client_id: str, *, patient_id: str, answers: dict[str, Any]
-) -> dict[str, Any]:
-    """The survey and its `survey_created` event, committed together."""
-    row = {
+def _new_survey(client_id: str, patient_id: str, answers: dict[str, Any]) -> dict[str, Any]:
+    return {
         "id": str(uuid.uuid4()),
         "client_id": client_id,
         "patient_id": patient_id,
@@ -36,11 +44,28 @@ async def create_survey(
         "created_at": utcnow(),
         "completed_at": None,
     }
+
+
+async def create_survey(
+    db: Database, client_id: str, *, patient_id: str, answers: dict[str, Any]
+) -> dict[str, Any]:
+    """The survey and its `survey_created` event, committed together."""
+    row = _new_survey(client_id, patient_id, answers)
     view = survey_view(row)
     event = event_params(client_id=client_id, event_type=EventType.SURVEY_CREATED, content=view)
     values = {name: row[name] for name in _SURVEY_COLUMNS}
     await write_with_event(db, _INSERT_SURVEY, values, event)
     return view
+
+
+def creating(client_id: str, *, patient_id: str, answers: dict[str, Any]) -> WriteUnit[Answer]:
+    """`create_survey` as a write unit: its answer, `201` and the survey."""
+    row = _new_survey(client_id, patient_id, answers)
+    view = survey_view(row)
+    event = event_params(client_id=client_id, event_type=EventType.SURVEY_CREATED, content=view)
+    yield Query(_INSERT_SURVEY, {name: row[name] for name in _SURVEY_COLUMNS})
+    yield event_insert(event)
+    return Answer.of(201, view)
 
 
 _SURVEY_COLUMNS = ("id", "client_id", "patient_id", "status", "answers", "created_at")
@@ -83,6 +108,32 @@ async def complete_survey(
     if not await write_with_event(db, _UPDATES[answers is not None], values, event):
         raise SurveyAlreadyCompleted(survey_id)
     return view
+
+
+def completing(
+    client_id: str, survey_id: str, *, answers: dict[str, Any] | None
+) -> WriteUnit[Answer]:
+    """`complete_survey` as a write unit: its answer, `200` and the survey, or the
+    `404` or `409` error (nothing written)."""
+    ids = {"survey_id": survey_id, "client_id": client_id}
+    found = yield Query(_SURVEY, ids)
+    if not found:
+        return Answer.of(404, error_document("not_found", NO_SURVEY))
+    survey = found[0]
+    if survey["status"] != "in_progress":
+        return Answer.of(409, error_document("conflict", ALREADY_COMPLETED))
+    now = utcnow()
+    survey.update(status="completed", completed_at=now)
+    values: dict[str, Any] = {**ids, "now": now}
+    if answers is not None:
+        survey["answers"] = values["new_answers"] = answers
+    view = survey_view(survey)
+    # The status guard: a completion that committed since the read changes nothing here.
+    if not (yield Query(_UPDATES[answers is not None], values)):
+        return Answer.of(409, error_document("conflict", ALREADY_COMPLETED))
+    event = event_params(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
+    yield event_insert(event)
+    return Answer.of(200, view)
 
 
 def _completion_update(*, with_answers: bool) -> sa.Update:

@@ -1,9 +1,11 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com) and the request headers.
 
-The signed content is `"{webhook-id}.{webhook-timestamp}.{body}"`, HMAC-SHA256 keyed
-with the bytes a `whsec_<base64>` secret encodes, sent as `v1,<base64 digest>`. While a
-secret is being rotated both secrets sign, and `webhook-signature` carries both,
-space-separated, so a receiver holding either one accepts the request.
+The signed content is `"{webhook-id}.{webhook-timestamp}.{body}"`. A `whsec_<base64>`
+secret signs it with HMAC-SHA256 keyed with the bytes it encodes, sent as
+`v1,<base64 digest>`; a `whsk_<base64>` private key signs it with ed25519, sent as
+`v1a,<base64 signature>` (SPEC 16). While a key is being rotated both keys sign, each by
+its own kind, and `webhook-signature` carries both, space-separated, so a receiver
+holding either one accepts the request.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import hmac
 import time
 from collections.abc import Sequence
 
-SECRET_PREFIX = "whsec_"
+from core.signing_keys import PRIVATE_KEY_PREFIX, SIGNING_SECRET_PREFIX, private_key
+
+SECRET_PREFIX = SIGNING_SECRET_PREFIX
 SIGNATURE_VERSION = "v1"
+ED25519_SIGNATURE_VERSION = "v1a"
 USER_AGENT = "webhooks-delivery/0.1"
 
 
@@ -30,14 +35,18 @@ def secret_key(secret: str) -> bytes:
 
 
 def sign(*, msg_id: str, timestamp_s: int, body: bytes, secret: str) -> str:
-    """`v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp_s}.{body}">`."""
+    """`v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp_s}.{body}">` for a `whsec_`
+    secret; `v1a,<base64 ed25519 signature of the same>` for a `whsk_` private key."""
     content = f"{msg_id}.{timestamp_s}.".encode() + body
+    if secret.startswith(PRIVATE_KEY_PREFIX):
+        signature = private_key(secret).sign(content)
+        return f"{ED25519_SIGNATURE_VERSION},{base64.b64encode(signature).decode()}"
     digest = hmac.new(secret_key(secret), content, hashlib.sha256).digest()
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
 
 
 def signature_header(*, msg_id: str, timestamp_s: int, body: bytes, secrets: Sequence[str]) -> str:
-    """One signature per secret, space-separated: `v1,abc= v1,def=`."""
+    """One signature per secret (or private key), space-separated: `v1,abc= v1a,def=`."""
     if not secrets:
         raise ValueError("at least one signing secret is required")
     return " ".join(

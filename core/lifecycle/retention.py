@@ -1,5 +1,6 @@
 """Retention: removing final deliveries, their attempts and dispatched outbox rows that
-are older than a cutoff, in small batches so that no table is locked for long."""
+are older than a cutoff, and expired idempotency keys, in small batches so that no table
+is locked for long."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 
 from core.database import Database, Query, WriteUnit, fetch_all, run_in_transaction
 from core.lifecycle.status import FINAL
-from core.tables import attempts, deliveries, outbox
+from core.tables import attempts, deliveries, idempotency_keys, outbox
 
 PRUNE_BATCH = 1000
 
@@ -20,6 +21,7 @@ class Pruned:
     deliveries: int = 0
     attempts: int = 0
     outbox: int = 0
+    idempotency_keys: int = 0
 
 
 async def _prune_deliveries_batch(db: Database, cutoff: datetime) -> tuple[int, int]:
@@ -59,9 +61,41 @@ async def _prune_outbox_batch(db: Database, cutoff: datetime) -> int:
     return len(rows)
 
 
+# The batch of expired keys, by its primary key (the table has no single-column id).
+_EXPIRED_KEYS = (
+    sa.select(idempotency_keys.c.client_id, idempotency_keys.c.route, idempotency_keys.c.key)
+    .where(
+        idempotency_keys.c.expires_at
+        <= sa.bindparam("now", type_=idempotency_keys.c.expires_at.type)
+    )
+    .limit(PRUNE_BATCH)
+)
+_PRUNE_KEYS = (
+    idempotency_keys.delete()
+    .where(
+        sa.tuple_(
+            idempotency_keys.c.client_id, idempotency_keys.c.route, idempotency_keys.c.key
+        ).in_(_EXPIRED_KEYS)
+    )
+    .returning(idempotency_keys.c.key)
+)
+
+
+async def prune_idempotency_keys(db: Database, *, now: datetime) -> int:
+    """Remove the idempotency keys expired by `now` (whatever `--older-than` says: an
+    expired key answers nothing any more); how many."""
+    total = 0
+    while (removed := len(await fetch_all(db, _PRUNE_KEYS, {"now": now}))) > 0:
+        total += removed
+        if removed < PRUNE_BATCH:
+            break
+    return total
+
+
 async def prune(db: Database, *, older_than: timedelta, now: datetime) -> Pruned:
     """Remove delivered and failed deliveries (with their attempts) whose last activity,
-    and dispatched outbox rows whose creation, is older than `now - older_than`."""
+    and dispatched outbox rows whose creation, is older than `now - older_than`; and the
+    idempotency keys expired by `now`."""
     cutoff = now - older_than
     total_deliveries = total_attempts = total_outbox = 0
     while True:
@@ -74,4 +108,5 @@ async def prune(db: Database, *, older_than: timedelta, now: datetime) -> Pruned
         total_outbox += removed
         if removed < PRUNE_BATCH:
             break
-    return Pruned(total_deliveries, total_attempts, total_outbox)
+    keys = await prune_idempotency_keys(db, now=now)
+    return Pruned(total_deliveries, total_attempts, total_outbox, keys)

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from core import configs
+from core.signing_keys import shown_key
 from core.targets import BLOCKED_TARGET_MESSAGE, url_is_blocked
 from service.auth import client_id
 from service.bodies import validated
@@ -18,7 +19,7 @@ from service.schemas import (
     ConfigCreate,
     ConfigList,
     ConfigUpdate,
-    SigningSecret,
+    SigningKey,
     config_view,
 )
 
@@ -53,6 +54,7 @@ async def create_config(request: Request) -> JSONResponse:
         url=body.url,
         subscribed_events=body.subscribed_events,
         authorization_token=body.authorization_token,
+        signature_scheme=body.signature_scheme,
     )
     return JSONResponse(config_view(row, with_token=True, with_secret=True), status_code=201)
 
@@ -76,14 +78,18 @@ async def update_config(request: Request) -> JSONResponse:
         )
     if body.url is not None:
         await _check_target(request, body.url)
+    config = await owned_config(request)
     row, released = await configs.update_config(
-        request.app.state.db, client_id(request), request.path_params["config_id"], changes
+        request.app.state.db, client_id(request), config["id"], changes
     )
     if row is None:
         raise NotFound("no such webhook configuration")
     if released:
         await request.app.state.enqueue(released)
-    return JSONResponse(config_view(row, with_token=body.authorization_token is not None))
+    # A switched scheme has a new key that the client needs (its public key, for v1a).
+    switched = row["signing_secret"] != config["signing_secret"]
+    view = config_view(row, with_token=body.authorization_token is not None, with_secret=switched)
+    return JSONResponse(view)
 
 
 async def delete_config(request: Request) -> JSONResponse:
@@ -97,7 +103,7 @@ async def delete_config(request: Request) -> JSONResponse:
 
 async def get_secret(request: Request) -> JSONResponse:
     row = await owned_config(request)
-    return JSONResponse({"signing_secret": row["signing_secret"]})
+    return JSONResponse(shown_key(row["signing_secret"]))
 
 
 async def rotate_secret(request: Request) -> JSONResponse:
@@ -106,7 +112,7 @@ async def rotate_secret(request: Request) -> JSONResponse:
     )
     if secret is None:
         raise NotFound("no such webhook configuration")
-    return JSONResponse({"signing_secret": secret})
+    return JSONResponse(shown_key(secret))
 
 
 _ONE = "/config/webhook/{config_id:id}"
@@ -159,16 +165,21 @@ routes = [
         _ONE + "/secret",
         get_secret,
         method="GET",
-        operation=Operation("The signing secret", TAG, {200: SigningSecret}, errors=(404,)),
+        operation=Operation(
+            "The signing secret (v1), or the public key (v1a)",
+            TAG,
+            {200: SigningKey},
+            errors=(404,),
+        ),
     ),
     ApiRoute(
         _ONE + "/secret/rotate",
         rotate_secret,
         method="POST",
         operation=Operation(
-            "Rotate the signing secret; the old one signs too for 24 hours",
+            "Rotate the signing key; the old one signs too for 24 hours",
             TAG,
-            {200: SigningSecret},
+            {200: SigningKey},
             errors=(404,),
         ),
     ),

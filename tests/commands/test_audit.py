@@ -2,7 +2,7 @@
 backends and compared with what the API answers for the same deliveries.
 
 The command is an operator's tool: it takes no API key and sees every client's
-deliveries (`service/cli.py`), so it is scoped by configuration, not by client.
+deliveries (`commands/audit.py`), so it is scoped by configuration, not by client.
 """
 
 from __future__ import annotations

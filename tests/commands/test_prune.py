@@ -50,7 +50,12 @@ def test_webhooks_prune_prints_the_counts_as_json(tmp_path: Path) -> None:
     result = run_webhooks("prune", "--older-than", "0s", env=env)
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"deliveries": 0, "attempts": 0, "outbox": 0}
+    assert json.loads(result.stdout) == {
+        "deliveries": 0,
+        "attempts": 0,
+        "outbox": 0,
+        "idempotency_keys": 0,
+    }
 
 
 @pytest.mark.e2e

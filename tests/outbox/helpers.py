@@ -23,6 +23,7 @@ from core.database import Database, Query, WriteUnit, open_database, record_dict
 from core.events import event_body
 from core.lifecycle import delivery_row, insert_deliveries
 from core.migrate import upgrade
+from core.signing_keys import SignatureScheme
 from core.tables import attempts, deliveries, outbox, surveys, webhook_configs
 from outbox.writer import add_event
 from tests.servers import postgres_database
@@ -57,9 +58,15 @@ async def new_config(
     events: Sequence[str] = ALL_EVENTS,
     url: str = RECEIVER_URL,
     enabled: bool = True,
+    signature_scheme: SignatureScheme = SignatureScheme.V1,
 ) -> dict[str, Any]:
     config = await configs.create_config(
-        db, client_id, url=url, subscribed_events=events, authorization_token=TOKEN
+        db,
+        client_id,
+        url=url,
+        subscribed_events=events,
+        authorization_token=TOKEN,
+        signature_scheme=signature_scheme,
     )
     if not enabled:
         await disable_config(db, config["id"])

@@ -43,8 +43,9 @@ CREATED_FIELDS = {
     "subscribed_events",
     "signing_secret",
     "enabled",
+    "signature_scheme",
 }
-VIEW_FIELDS = {"id", "url", "subscribed_events", "enabled"}
+VIEW_FIELDS = {"id", "url", "subscribed_events", "enabled", "signature_scheme"}
 TOKEN_RULE = re.compile(r"[\x21-\x7e]{16,256}")
 
 
@@ -148,6 +149,7 @@ async def test_patch_non_token_fields_omits_the_token(
         "url": new_url,
         "subscribed_events": ["survey_finished"],
         "enabled": True,
+        "signature_scheme": "v1",
     }
     row = await config_row(app.state.db, created["id"])
     assert row["authorization_token"] == SEED_TOKEN
@@ -186,6 +188,7 @@ async def test_patch_token_alone_includes_the_token(
         "url": created["url"],
         "subscribed_events": created["subscribed_events"],
         "enabled": True,
+        "signature_scheme": "v1",
         "authorization_token": token,
     }
     assert (await config_row(app.state.db, created["id"]))["authorization_token"] == token
@@ -227,10 +230,7 @@ async def test_list_shows_own_configurations_without_tokens(
 
     assert response.status_code == 200
     listed = response.json()
-    assert listed == [
-        {key: config[key] for key in ("id", "url", "subscribed_events", "enabled")}
-        for config in mine
-    ]
+    assert listed == [{key: config[key] for key in VIEW_FIELDS} for config in mine]
     assert foreign["id"] not in {item["id"] for item in listed}
     assert SEED_TOKEN not in response.text
     assert "signing_secret" not in response.text

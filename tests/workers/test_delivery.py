@@ -23,6 +23,7 @@ from core.configs import new_signing_secret
 from core.database import Database, record_dict
 from core.lifecycle import Status
 from core.settings import Settings
+from core.signing_keys import SignatureScheme, new_private_key, public_key
 from core.tables import webhook_configs
 from tests.conftest import make_settings
 from tests.outbox.helpers import (
@@ -37,6 +38,8 @@ from tests.outbox.helpers import (
     new_delivery,
 )
 from tests.receivers import SPEC_HEADERS, Script
+from tests.v1a import VerificationError as V1aVerificationError
+from tests.v1a import verify as verify_v1a
 from workers.delivery import Deliverer, Outcome
 from workers.transport import MAX_RESPONSE_BODY_BYTES, create_client
 
@@ -148,6 +151,34 @@ async def test_during_a_rotation_both_secrets_verify(
         Webhook(secret).verify(request.content, headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(new_signing_secret()).verify(request.content, headers)
+
+
+async def test_a_v1a_configuration_signs_with_ed25519(
+    db: Database, make_deliverer: MakeDeliverer
+) -> None:
+    # Given a v1a configuration whose key was rotated (both keys sign for 24 hours)
+    config = await new_config(
+        db, await new_client_id(db), url=URL, signature_scheme=SignatureScheme.V1A
+    )
+    old = config["signing_secret"]
+    new = await configs.rotate_secret(db, config["client_id"], config["id"])
+    assert new is not None and new.startswith("whsk_")
+    receiver = Script()
+
+    # When a delivery is sent
+    await make_deliverer(receiver).deliver(await _delivery_id(db, config))
+
+    # Then it carries two v1a signatures, each verified by its public key, and no private key
+    [request] = receiver.requests
+    headers = _webhook_headers(request)
+    assert [sig.split(",")[0] for sig in headers["webhook-signature"].split(" ")] == ["v1a"] * 2
+    for key in (old, new):
+        assert (
+            verify_v1a(request.content, headers, public_key=public_key(key))["content"] == CONTENT
+        )
+        assert key.removeprefix("whsk_") not in str(request.headers)
+    with pytest.raises(V1aVerificationError):
+        verify_v1a(request.content, headers, public_key=public_key(new_private_key()))
 
 
 async def test_every_retry_carries_the_same_webhook_id(

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from core.clock import utcnow
 from core.events import EventType
+from core.signing_keys import shown_key
 from core.targets import BLOCKED_TARGET_MESSAGE, url_is_blocked
 from service.deliveries import Filters
 from service.portal.chart import hourly_chart
@@ -26,7 +27,7 @@ NOTICES = {
     "saved": "Endpoint saved.",
     "enabled": "Endpoint enabled: its held deliveries are being sent.",
     "disabled": "Endpoint disabled: new events are held until you enable it again.",
-    "rotated": "Signing secret rotated. The previous secret keeps signing for 24 hours.",
+    "rotated": "Signing key rotated. The previous key keeps signing for 24 hours.",
 }
 
 
@@ -121,7 +122,8 @@ async def reveal_secret(request: Request) -> Response:
     view = await scoped(request)
     await posted_form(request, view)
     config = await owned_config(view, request)
-    return await _config_page(request, view, config, secret=config["signing_secret"])
+    # Only what the client may see: the HMAC secret (v1) or the public key (v1a).
+    return await _config_page(request, view, config, secret=shown_key(config["signing_secret"]))
 
 
 async def rotate_secret(request: Request) -> Response:

@@ -177,6 +177,25 @@ async def test_the_secret_is_shown_only_on_reveal(
     assert config["signing_secret"] not in (await browser.get(url)).text
 
 
+async def test_a_v1a_configuration_reveals_its_public_key_only(
+    db: Database, browser: httpx.AsyncClient, client: dict[str, str]
+) -> None:
+    config = await new_config(
+        browser, client, subscribed_events=["survey_created"], signature_scheme="v1a"
+    )
+    await sign_in(browser, client)
+    url = f"/portal/configs/{config['id']}"
+    action = url + "/secret/reveal"
+    private = (await config_row(db, config["id"]))["signing_secret"]
+
+    revealed = page(await post_form(browser, action, await _form(browser, url, action)))
+
+    assert f'value="{config["signing_public_key"]}"' in revealed.html
+    assert "Current public key" in revealed.html
+    assert private.removeprefix("whsk_") not in revealed.html
+    assert config["signing_public_key"] not in (await browser.get(url)).text
+
+
 async def test_rotating_the_secret_keeps_the_previous_one_signing(
     db: Database, browser: httpx.AsyncClient, config: dict[str, Any]
 ) -> None:
