@@ -15,6 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from freezegun.api import FrozenDateTimeFactory
+from standardwebhooks import Webhook
 
 from core import configs, lifecycle
 from core.database import Database, WriteUnit, record_dict
@@ -306,3 +307,35 @@ async def disable(db: Database, config_id: str) -> None:
         .where(webhook_configs.c.id == config_id)
         .values(enabled=False, disabled_reason="failing")
     )
+
+
+async def test_a_410_is_announced_to_a_sibling_signed_like_any_event(
+    db: Database,
+    deliverer: Deliverer,
+    config: dict[str, Any],
+    clock: FrozenDateTimeFactory,
+    endpoint: Script,
+) -> None:
+    """SPEC 15 end to end in one process: the worker's record writes `webhook_disabled`,
+    the fan-out sends it to the client's other subscribed configuration only, and the
+    request verifies with that configuration's secret."""
+    sibling = await new_config(
+        db, config["client_id"], events=["webhook_disabled"], url="https://sibling.example/in"
+    )
+    endpoint.by_host = {
+        "hooks.example": httpx.Response(410),
+        "sibling.example": httpx.Response(204),
+    }
+    await _attempt_at(db, deliverer, config, clock, T0)
+
+    await fanout.fan_out_batch(db, batch_size=100)
+    [made] = await deliveries_of(db, config_id=sibling["id"])
+    assert (await deliverer.deliver(made["id"])).status == Status.DELIVERED
+
+    request = endpoint.requests[-1]
+    assert request.url.host == "sibling.example"
+    body = Webhook(sibling["signing_secret"]).verify(request.content, dict(request.headers))
+    assert body["event_type"] == "webhook_disabled"
+    assert body["content"]["config_id"] == config["id"]
+    assert body["content"]["disabled_reason"] == "gone"
+    assert await deliveries_of(db, config_id=config["id"], event_type="webhook_disabled") == []
