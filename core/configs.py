@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -49,7 +49,10 @@ async def create_config(
     url: str,
     subscribed_events: Sequence[str],
     authorization_token: str | None,
+    controls: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Store a new configuration; `controls` are its delivery controls (SPEC 13, already
+    validated), the column defaults for those not given."""
     now = utcnow()
     values = {
         "id": str(uuid.uuid4()),
@@ -61,9 +64,12 @@ async def create_config(
         "enabled": True,
         "created_at": now,
         "updated_at": now,
+        **(controls or {}),
     }
-    await fetch_all(db, webhook_configs.insert().values(**values))
-    return values
+    [row] = await fetch_all(
+        db, webhook_configs.insert().values(**values).returning(*webhook_configs.c)
+    )
+    return row
 
 
 _MINE = sa.and_(

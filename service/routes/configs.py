@@ -53,6 +53,7 @@ async def create_config(request: Request) -> JSONResponse:
         url=body.url,
         subscribed_events=body.subscribed_events,
         authorization_token=body.authorization_token,
+        controls=body.controls(),
     )
     return JSONResponse(config_view(row, with_token=True, with_secret=True), status_code=201)
 
@@ -68,7 +69,7 @@ async def get_config(request: Request) -> JSONResponse:
 
 async def update_config(request: Request) -> JSONResponse:
     body = await validated(request, ConfigUpdate)
-    changes = body.model_dump(exclude_none=True)
+    changes = body.changes()
     if not changes:
         raise ValidationFailed(
             "request validation failed",

@@ -36,7 +36,9 @@ from tests.service.support import (
     snapshot,
 )
 
-CREATED_FIELDS = {
+# The delivery controls (SPEC 13), in every configuration response.
+CONTROL_FIELDS = {"filter", "ordering", "rate_limit_per_s", "max_in_flight", "headers", "payload"}
+CREATED_FIELDS = CONTROL_FIELDS | {
     "id",
     "url",
     "authorization_token",
@@ -44,7 +46,15 @@ CREATED_FIELDS = {
     "signing_secret",
     "enabled",
 }
-VIEW_FIELDS = {"id", "url", "subscribed_events", "enabled"}
+DEFAULT_CONTROLS = {
+    "filter": None,
+    "ordering": "none",
+    "rate_limit_per_s": None,
+    "max_in_flight": None,
+    "headers": {},
+    "payload": "full",
+}
+VIEW_FIELDS = CONTROL_FIELDS | {"id", "url", "subscribed_events", "enabled"}
 TOKEN_RULE = re.compile(r"[\x21-\x7e]{16,256}")
 
 
@@ -148,6 +158,7 @@ async def test_patch_non_token_fields_omits_the_token(
         "url": new_url,
         "subscribed_events": ["survey_finished"],
         "enabled": True,
+        **DEFAULT_CONTROLS,
     }
     row = await config_row(app.state.db, created["id"])
     assert row["authorization_token"] == SEED_TOKEN
@@ -187,6 +198,7 @@ async def test_patch_token_alone_includes_the_token(
         "subscribed_events": created["subscribed_events"],
         "enabled": True,
         "authorization_token": token,
+        **DEFAULT_CONTROLS,
     }
     assert (await config_row(app.state.db, created["id"]))["authorization_token"] == token
 
@@ -228,7 +240,7 @@ async def test_list_shows_own_configurations_without_tokens(
     assert response.status_code == 200
     listed = response.json()
     assert listed == [
-        {key: config[key] for key in ("id", "url", "subscribed_events", "enabled")}
+        {key: config[key] for key in VIEW_FIELDS}
         for config in mine
     ]
     assert foreign["id"] not in {item["id"] for item in listed}
