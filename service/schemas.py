@@ -121,9 +121,7 @@ RateLimit = Annotated[
 ]
 InFlightLimit = Annotated[
     int,
-    Field(
-        strict=True, ge=1, le=MAX_IN_FLIGHT, description="At most this many attempts at once."
-    ),
+    Field(strict=True, ge=1, le=MAX_IN_FLIGHT, description="At most this many attempts at once."),
 ]
 ExtraHeaders = Annotated[
     dict[Annotated[str, StringConstraints(max_length=256)], Annotated[str, Field(strict=True)]],
@@ -378,6 +376,15 @@ class Attempt(BaseModel):
 
 class DeliveryDetail(DeliveryItem):
     attempts: list[Attempt]
+    waiting_reason: Literal["rate_limited", "max_in_flight", "ordering"] | None = Field(
+        None,
+        description="Why a pending delivery waits unattempted (a delivery control, SPEC 13); "
+        "null once it is attempted.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="The configuration's extra request headers, sent on every attempt.",
+    )
 
 
 class Accepted(BaseModel):

@@ -239,10 +239,7 @@ async def test_list_shows_own_configurations_without_tokens(
 
     assert response.status_code == 200
     listed = response.json()
-    assert listed == [
-        {key: config[key] for key in VIEW_FIELDS}
-        for config in mine
-    ]
+    assert listed == [{key: config[key] for key in VIEW_FIELDS} for config in mine]
     assert foreign["id"] not in {item["id"] for item in listed}
     assert SEED_TOKEN not in response.text
     assert "signing_secret" not in response.text
