@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -46,8 +46,11 @@ async def create_config(
     subscribed_events: Sequence[str],
     authorization_token: str | None,
     signature_scheme: SignatureScheme = DEFAULT_SCHEME,
+    controls: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A new configuration with a signing key of `signature_scheme`: its row."""
+    """Store a new configuration with a signing key of `signature_scheme`; `controls` are
+    its delivery controls (SPEC 13, already validated), the column defaults for those not
+    given. Returns its row."""
     now = utcnow()
     values = {
         "id": str(uuid.uuid4()),
@@ -60,9 +63,12 @@ async def create_config(
         "enabled": True,
         "created_at": now,
         "updated_at": now,
+        **(controls or {}),
     }
-    await fetch_all(db, webhook_configs.insert().values(**values))
-    return values
+    [row] = await fetch_all(
+        db, webhook_configs.insert().values(**values).returning(*webhook_configs.c)
+    )
+    return row
 
 
 _MINE = sa.and_(

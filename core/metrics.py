@@ -30,6 +30,15 @@ OUTCOMES = (Status.DELIVERED, "retry", Status.FAILED, Status.HELD)
 for _outcome in OUTCOMES:  # a series for every outcome from the first scrape on
     DELIVERIES.labels(outcome=_outcome)
 
+WAITING = Counter(
+    "webhooks_deliveries_waiting",
+    "Deliveries turned away unattempted by a delivery control, to come back later, by "
+    "reason: rate_limited, max_in_flight, ordering.",
+    ["reason"],
+)
+for _reason in ("rate_limited", "max_in_flight", "ordering"):
+    WAITING.labels(reason=_reason)
+
 ATTEMPT_DURATION = Histogram(
     "webhooks_attempt_duration_seconds",
     "Duration of one delivery attempt, from connect to the end of the response.",

@@ -96,6 +96,13 @@ webhook_configs = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # Soft delete: the audit trail of a deleted configuration stays queryable by operators.
     sa.Column("deleted_at", UTCDateTime, nullable=True),
+    # Delivery controls (SPEC 13); null or the server default means the control is off.
+    sa.Column("filter", sa.Text, nullable=True),
+    sa.Column("ordering", sa.String(8), nullable=False, server_default="none"),
+    sa.Column("rate_limit_per_s", sa.Integer, nullable=True),
+    sa.Column("max_in_flight", sa.Integer, nullable=True),
+    sa.Column("headers", Json, nullable=False, server_default="{}"),
+    sa.Column("payload", sa.String(8), nullable=False, server_default="full"),
     sa.Index(None, "client_id", "deleted_at"),
 )
 
@@ -144,10 +151,17 @@ deliveries = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("last_attempt_at", UTCDateTime, nullable=True),
     sa.Column("delivered_at", UTCDateTime, nullable=True),
+    # The event's outbox seq (a ping's: the newest seq when it was made): the order in
+    # which a `fifo` configuration's deliveries go (SPEC 13). Null on rows made before it.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=True),
+    # Why a pending delivery waits unattempted (`rate_limited`, `max_in_flight`,
+    # `ordering`); cleared by its next attempt.
+    sa.Column("waiting_reason", sa.String(16), nullable=True),
     # One delivery per (event, configuration), however many pollers fan out at once.
     sa.UniqueConstraint("event_id", "config_id"),
     sa.Index(None, "config_id", "created_at"),
     sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "config_id", "seq"),
 )
 
 attempts = sa.Table(

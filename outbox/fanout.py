@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
+from core.controls import body_for, passes
 from core.database import (
     Database,
     FixedInList,
@@ -23,7 +24,6 @@ from core.database import (
     WriteUnit,
     run_in_transaction,
 )
-from core.events import event_body
 from core.lifecycle import Status, deliveries_insert, delivery_row
 from core.tables import outbox, webhook_configs
 
@@ -62,6 +62,8 @@ _SUBSCRIBERS = (
         webhook_configs.c.client_id,
         webhook_configs.c.subscribed_events,
         webhook_configs.c.enabled,
+        webhook_configs.c.filter,
+        webhook_configs.c.payload,
     )
     .where(_CLIENTS.in_(webhook_configs.c.client_id), webhook_configs.c.deleted_at.is_(None))
     .order_by(webhook_configs.c.client_id, webhook_configs.c.id)
@@ -80,25 +82,29 @@ def _subscribers(client_ids: set[str]) -> WriteUnit[dict[str, list[Row]]]:
 def _rows(
     events: Iterable[dict[str, Any]], subscribers: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
+    """A delivery of each event to each configuration subscribed to its type whose
+    `filter` passes it, with the body its `payload` says."""
     now = utcnow()
     rows = []
     for event in events:
-        body = event_body(event["event_type"], event["content"])
+        event_type, content = event["event_type"], event["content"]
         for config in subscribers.get(event["client_id"], []):
             # An operational event is never sent to the configuration it is about.
             if (
-                event["event_type"] in config["subscribed_events"]
+                event_type in config["subscribed_events"]
                 and config["id"] != event["source_config_id"]
+                and passes(config["filter"], event_type, content)
             ):
                 rows.append(
                     delivery_row(
                         config_id=config["id"],
                         client_id=event["client_id"],
                         event_id=event["event_id"],
-                        event_type=event["event_type"],
-                        body=body,
+                        event_type=event_type,
+                        body=body_for(event_type, content, config["payload"]),
                         enabled=config["enabled"],
                         now=now,
+                        seq=event["seq"],
                     )
                 )
     return rows

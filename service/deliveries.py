@@ -15,10 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, WriteUnit, fetch_all, fetch_one, run_in_transaction
+from core.database import Database, Query, WriteUnit, fetch_all, fetch_one, run_in_transaction
 from core.events import PING_EVENT, event_body
 from core.lifecycle import Status, deliveries_insert, delivery_row, locked_state
-from core.tables import attempts, deliveries, webhook_configs
+from core.tables import attempts, deliveries, outbox, webhook_configs
 
 ITEM_COLUMNS = (
     deliveries.c.id,
@@ -129,8 +129,18 @@ async def get_delivery(
     """The delivery with its attempts; `config_id` None (operators, the CLI, the portal,
     which checks the owner itself) for any; `body` too, the exact bytes sent, if
     `with_body`."""
-    columns = (*ITEM_COLUMNS, deliveries.c.config_id, *([deliveries.c.body] if with_body else []))
-    query = sa.select(*columns).where(deliveries.c.id == delivery_id)
+    columns = (
+        *ITEM_COLUMNS,
+        deliveries.c.config_id,
+        deliveries.c.waiting_reason,
+        webhook_configs.c.headers,
+        *([deliveries.c.body] if with_body else []),
+    )
+    query = (
+        sa.select(*columns)
+        .join(webhook_configs, webhook_configs.c.id == deliveries.c.config_id)
+        .where(deliveries.c.id == delivery_id)
+    )
     if config_id is not None:
         query = query.where(deliveries.c.config_id == config_id)
     item = await fetch_one(db, query)
@@ -155,6 +165,8 @@ def _pinging(db: Database, config: dict[str, Any]) -> WriteUnit[str]:
     now = utcnow()
     content = {"config_id": config["id"], "sent_at": now.isoformat()}
     state = yield from locked_state(config["id"])
+    # After every event committed so far, for a `fifo` configuration's order.
+    [newest] = yield Query(sa.select(sa.func.max(outbox.c.seq).label("seq")))
     row = delivery_row(
         config_id=config["id"],
         client_id=config["client_id"],
@@ -163,6 +175,7 @@ def _pinging(db: Database, config: dict[str, Any]) -> WriteUnit[str]:
         body=event_body(PING_EVENT, content),
         enabled=state["enabled"],
         now=now,
+        seq=newest["seq"] or 0,
     )
     yield deliveries_insert(db, [row])
     return str(row["id"])

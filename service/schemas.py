@@ -19,6 +19,14 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from core.controls import (
+    MAX_FILTER_LENGTH,
+    MAX_IN_FLIGHT,
+    MAX_RATE_LIMIT_PER_S,
+    FilterError,
+    check_headers,
+    compile_filter,
+)
 from core.events import EventType
 from core.signing_keys import DEFAULT_SCHEME, SignatureScheme, shown_key
 from core.timestamps import AnswerTime, RequestTime
@@ -87,11 +95,79 @@ _SCHEME_TEXT = (
 )
 
 
+def _compiles(expression: str) -> str:
+    try:
+        compile_filter(expression)
+    except FilterError as exc:
+        raise ValueError(str(exc)) from None
+    return expression
+
+
+Filter = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_FILTER_LENGTH),
+    AfterValidator(_compiles),
+    Field(
+        description="A JMESPath expression over the body `{event_type, content}`: only events "
+        "for which it is truthy are delivered.",
+        examples=["content.answers.q1 == 'yes'"],
+    ),
+]
+Ordering = Annotated[
+    Literal["none", "fifo"],
+    Field(description="`fifo`: one attempt at a time, in the order the events were committed."),
+]
+RateLimit = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=1,
+        le=MAX_RATE_LIMIT_PER_S,
+        description="At most this many attempts start in any one-second window.",
+    ),
+]
+InFlightLimit = Annotated[
+    int,
+    Field(strict=True, ge=1, le=MAX_IN_FLIGHT, description="At most this many attempts at once."),
+]
+ExtraHeaders = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=256)], Annotated[str, Field(strict=True)]],
+    Field(
+        max_length=20,
+        description="Extra request headers; reserved names (content-type, content-length, "
+        "host, user-agent, traceparent, x-webhook-infermedica-token, webhook-*) are refused.",
+    ),
+    AfterValidator(check_headers),
+]
+PayloadMode = Annotated[
+    Literal["full", "thin"],
+    Field(description="`thin`: survey events carry only `content.id`."),
+]
+# The delivery controls (SPEC 13) and their defaults: a PATCH with null restores these.
+CONTROL_DEFAULTS: dict[str, Any] = {
+    "filter": None,
+    "ordering": "none",
+    "rate_limit_per_s": None,
+    "max_in_flight": None,
+    "headers": {},
+    "payload": "full",
+}
+
+
 class ConfigCreate(Strict):
     url: WebhookUrl
     authorization_token: AuthorizationToken | None = None
     subscribed_events: SubscribedEvents
     signature_scheme: SignatureScheme = Field(DEFAULT_SCHEME, description=_SCHEME_TEXT)
+    filter: Filter | None = None
+    ordering: Ordering = "none"
+    rate_limit_per_s: RateLimit | None = None
+    max_in_flight: InFlightLimit | None = None
+    headers: ExtraHeaders = Field(default_factory=dict)
+    payload: PayloadMode = "full"
+
+    def controls(self) -> dict[str, Any]:
+        return self.model_dump(include=set(CONTROL_DEFAULTS))
 
 
 def _without_null(schema: JsonDict) -> None:
@@ -112,8 +188,16 @@ def _without_null(schema: JsonDict) -> None:
 
 
 def _patch_schema(schema: JsonDict) -> None:
-    """A PATCH body as the route takes it: at least one field, none of them null."""
+    """A PATCH body as the route takes it: at least one field; null only for the delivery
+    controls (it restores the default)."""
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    controls = {name: properties.pop(name) for name in CONTROL_DEFAULTS}
     _without_null(schema)
+    for name, prop in controls.items():
+        assert isinstance(prop, dict)
+        prop.pop("default", None)  # absent means unchanged, not null
+        properties[name] = prop
     schema["minProperties"] = 1
 
 
@@ -137,6 +221,13 @@ class ConfigUpdate(Strict):
         "answer; the old key keeps signing for 24 hours.",
     )
 
+    filter: Filter | None = None
+    ordering: Ordering | None = None
+    rate_limit_per_s: RateLimit | None = None
+    max_in_flight: InFlightLimit | None = None
+    headers: ExtraHeaders | None = None
+    payload: PayloadMode | None = None
+
     @field_validator(
         "url",
         "authorization_token",
@@ -151,6 +242,15 @@ class ConfigUpdate(Strict):
         if value is None:
             raise ValueError("must not be null (omit the field to leave it unchanged)")
         return value
+
+    def changes(self) -> dict[str, Any]:
+        """The columns to change: every field given, a control given as null put back
+        to its default."""
+        given = self.model_dump(include=self.model_fields_set)
+        return {
+            name: CONTROL_DEFAULTS[name] if value is None and name in CONTROL_DEFAULTS else value
+            for name, value in given.items()
+        }
 
 
 class Config(BaseModel):
@@ -167,6 +267,12 @@ class Config(BaseModel):
     authorization_token: str | None = None
     signing_secret: str | None = None
     signing_public_key: str | None = None
+    filter: str | None
+    ordering: Literal["none", "fifo"]
+    rate_limit_per_s: int | None
+    max_in_flight: int | None
+    headers: dict[str, str]
+    payload: Literal["full", "thin"]
 
 
 class ConfigList(RootModel[list[Config]]):
@@ -228,7 +334,8 @@ def config_view(
     row: dict[str, Any], *, with_token: bool = False, with_secret: bool = False
 ) -> dict[str, Any]:
     """The JSON of a configuration row, token and signing key only when asked for (the
-    key as `signing_keys.shown_key` shows it: never a private key)."""
+    key as `signing_keys.shown_key` shows it: never a private key); the delivery controls
+    always, null included."""
     view = Config(
         id=row["id"],
         url=row["url"],
@@ -238,8 +345,11 @@ def config_view(
         signature_scheme=row["signature_scheme"],
         authorization_token=row["authorization_token"] if with_token else None,
         **(shown_key(row["signing_secret"]) if with_secret else {}),
+        **{name: row.get(name, default) for name, default in CONTROL_DEFAULTS.items()},
     )
-    return view.model_dump(mode="json", exclude_none=True)
+    shown = view.model_dump(mode="json")
+    optional = ("disabled_reason", "authorization_token", "signing_secret", "signing_public_key")
+    return {key: value for key, value in shown.items() if key not in optional or value is not None}
 
 
 class SurveyCreate(Strict):
@@ -314,6 +424,15 @@ class Attempt(BaseModel):
 
 class DeliveryDetail(DeliveryItem):
     attempts: list[Attempt]
+    waiting_reason: Literal["rate_limited", "max_in_flight", "ordering"] | None = Field(
+        None,
+        description="Why a pending delivery waits unattempted (a delivery control, SPEC 13); "
+        "null once it is attempted.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="The configuration's extra request headers, sent on every attempt.",
+    )
 
 
 class Accepted(BaseModel):

@@ -25,6 +25,7 @@ from core.outages import is_outage
 from core.settings import get_settings
 from workers.delivery import Deliverer
 from workers.errors import PERMANENT, TargetBlocked
+from workers.limits import create_limiter
 from workers.transport import create_client
 
 ACTOR_NAME = "deliver"
@@ -56,7 +57,8 @@ async def _process_deliverer() -> Deliverer:
                 allow_private_targets=settings.allow_private_targets,
                 max_connections=settings.worker_concurrency * 2,
             )
-            _deliverer = Deliverer(db=db, http=http, settings=settings)
+            limiter = create_limiter(settings.redis_url)
+            _deliverer = Deliverer(db=db, http=http, settings=settings, limiter=limiter)
     return _deliverer
 
 
@@ -66,6 +68,7 @@ async def _close_deliverer() -> None:
     if _deliverer is not None:
         deliverer, _deliverer = _deliverer, None
         await deliverer.http.aclose()
+        await deliverer.limiter.aclose()
         await deliverer.db.disconnect()
 
 

@@ -16,20 +16,22 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
 from core import lifecycle
 from core.clock import utcnow
+from core.controls import WaitingReason
 from core.database import Database
 from core.lifecycle import AttemptRecord, Claim, Health, Result, Status
-from core.metrics import ATTEMPT_DURATION, DELIVERIES
+from core.metrics import ATTEMPT_DURATION, DELIVERIES, WAITING
 from core.settings import Settings
 from workers.backoff import next_delay_ms
 from workers.capacity import Capacity, Held
 from workers.errors import DeliveryError, TargetBlocked
-from workers.lanes import Lanes
+from workers.lanes import MIN_TURN_S, Lanes
+from workers.limits import Limiter, Limits, LocalLimiter, Refused
 from workers.signing import webhook_headers
 from workers.transport import Reply, send
 
@@ -52,11 +54,28 @@ class Outcome:
     deferred: bool = False
 
 
+@dataclass(frozen=True)
+class Wait:
+    """An attempt that did not start: why (None: the endpoint's lane was full) and in how
+    many seconds to come back."""
+
+    reason: WaitingReason | None
+    turn_s: float
+
+
+# When an attempt started, its reply or error, and how long it took.
+_Sent = tuple[datetime, "Reply | None", "DeliveryError | None", int]
+
+
 @dataclass
 class Deliverer:
+    """Attempts deliveries. `limiter`: where `rate_limit_per_s` and `max_in_flight` are
+    counted (default: this process alone, as `webhooks serve` needs)."""
+
     db: Database
     http: httpx.AsyncClient
     settings: Settings
+    limiter: Limiter = field(default_factory=LocalLimiter)
     capacity: Capacity = field(init=False)
     lanes: Lanes = field(init=False)
 
@@ -84,6 +103,7 @@ class Deliverer:
             claims = await lifecycle.claim(
                 self.db, delivery_ids, lease_s=self.settings.delivery_lease_s
             )
+            await self._count_waiting_in_order(delivery_ids, claims)
             usable = []
             for claim in claims:
                 parked = await self._park(claim)
@@ -93,9 +113,13 @@ class Deliverer:
                     outcomes[claim.delivery_id] = Outcome(parked)
             await held.give(len(delivery_ids) - len(usable))
             attempts = await asyncio.gather(*(self._attempt(claim, held) for claim in usable))
-        results = [attempt for attempt in attempts if attempt is not None]
+        results = [attempt for attempt in attempts if not isinstance(attempt, Wait)]
         outcomes |= await self._defer(
-            [claim for claim, attempt in zip(usable, attempts, strict=True) if attempt is None]
+            [
+                (claim, wait)
+                for claim, wait in zip(usable, attempts, strict=True)
+                if isinstance(wait, Wait)
+            ]
         )
         if results:
             await lifecycle.record(
@@ -106,22 +130,50 @@ class Deliverer:
         for result, outcome in results:
             _observe(result, outcome)
             outcomes[result.claim.delivery_id] = outcome
-        return outcomes
+        return outcomes | await self._next_in_order([result for result, _ in results])
 
-    async def _defer(self, claims: list[Claim]) -> dict[str, Outcome]:
-        """Release deliveries whose endpoint's lane is full, each due at its turn."""
-        if not claims:
+    async def _count_waiting_in_order(self, delivery_ids: list[str], claims: list[Claim]) -> None:
+        """Mark the ids left out of the claim that wait behind their fifo configuration's
+        head; they get no message of their own (`next_in_order` hands over)."""
+        claimed = {claim.delivery_id for claim in claims}
+        left_out = [delivery_id for delivery_id in delivery_ids if delivery_id not in claimed]
+        if left_out:
+            due_by = utcnow() + lifecycle.EARLY_ARRIVAL_SLACK
+            waiting = await lifecycle.mark_waiting_in_order(self.db, left_out, due_by=due_by)
+            WAITING.labels(reason=WaitingReason.ORDERING).inc(len(waiting))
+
+    async def _next_in_order(self, results: list[Result]) -> dict[str, Outcome]:
+        """The next head of each fifo configuration whose head just became final, to be
+        sent now."""
+        config_ids = [
+            result.claim.config_id
+            for result in results
+            if result.claim.fifo and result.status in (Status.DELIVERED, Status.FAILED)
+        ]
+        if not config_ids:
+            return {}
+        heads = await lifecycle.next_in_order(self.db, config_ids)
+        return {head: Outcome(Status.PENDING, retry_in_ms=0, deferred=True) for head in heads}
+
+    async def _defer(self, waits: list[tuple[Claim, Wait]]) -> dict[str, Outcome]:
+        """Release deliveries that were turned away (a full lane, a limit), each due at
+        its turn, with why it waits."""
+        if not waits:
             return {}
         now = utcnow()
-        turns = [(claim, self.lanes.book_turn_s(claim.config_id)) for claim in claims]
         await lifecycle.release(
-            self.db, [(claim, now + timedelta(seconds=turn_s)) for claim, turn_s in turns]
+            self.db,
+            [(claim, now + timedelta(seconds=wait.turn_s)) for claim, wait in waits],
+            reasons={claim.delivery_id: wait.reason for claim, wait in waits if wait.reason},
         )
+        for _, wait in waits:
+            if wait.reason is not None:
+                WAITING.labels(reason=wait.reason).inc()
         return {
             claim.delivery_id: Outcome(
-                Status.PENDING, retry_in_ms=math.ceil(turn_s * 1000), deferred=True
+                Status.PENDING, retry_in_ms=math.ceil(wait.turn_s * 1000), deferred=True
             )
-            for claim, turn_s in turns
+            for claim, wait in waits
         }
 
     async def _park(self, claim: Claim) -> Status | None:
@@ -129,19 +181,15 @@ class Deliverer:
             return await lifecycle.park(self.db, claim)
         return None
 
-    async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome] | None:
-        """POST within the endpoint's lane; None if the lane turned the delivery away."""
+    async def _attempt(self, claim: Claim, held: Held) -> tuple[Result, Outcome] | Wait:
+        """POST within the endpoint's lane and the configuration's limits, or why not."""
         try:
-            entered = await self.lanes.enter(claim.config_id)
-            if entered is None:
-                return None
-            started_at = utcnow()
-            try:
-                reply, error, duration_ms = await self._post(claim)
-            finally:
-                self.lanes.leave(claim.config_id, entered)
+            sent = await self._send_in_lane(claim)
         finally:
             await held.give()
+        if isinstance(sent, Wait):
+            return sent
+        started_at, reply, error, duration_ms = sent
         attempt = AttemptRecord(
             started_at=started_at,
             duration_ms=duration_ms,
@@ -162,11 +210,45 @@ class Deliverer:
         )
         return result, outcome
 
+    async def _send_in_lane(self, claim: Claim) -> _Sent | Wait:
+        entered = await self.lanes.enter(claim.config_id)
+        if entered is None:
+            return Wait(None, self.lanes.book_turn_s(claim.config_id))
+        try:
+            limits = self._limits(claim)
+            permit = None if limits is None else await self.limiter.acquire(claim.config_id, limits)
+            if isinstance(permit, Refused):
+                return Wait(permit.reason, permit.retry_in_s)
+            try:
+                started_at = utcnow()
+                return (started_at, *await self._post(claim))
+            finally:
+                if permit is not None:
+                    await self.limiter.release(claim.config_id, permit)
+        finally:
+            self.lanes.leave(claim.config_id, entered)
+
+    def _limits(self, claim: Claim) -> Limits | None:
+        if claim.rate_limit_per_s is None and claim.max_in_flight is None:
+            return None
+        step_s = 1 / claim.rate_limit_per_s if claim.rate_limit_per_s else 0.0
+        if claim.max_in_flight is not None:
+            duration_s = self.lanes.duration_s(claim.config_id)
+            step_s = max(step_s, duration_s / claim.max_in_flight, MIN_TURN_S)
+        remaining_s = (claim.lease_expires_at - utcnow()).total_seconds()
+        return Limits(
+            rate_per_s=claim.rate_limit_per_s,
+            max_in_flight=claim.max_in_flight,
+            hold_s=max(remaining_s, 1.0),
+            step_s=step_s,
+        )
+
     async def _post(self, claim: Claim) -> tuple[Reply | None, DeliveryError | None, int]:
         """Sign and POST; the reply or the error, and how long it took."""
         started = time.monotonic()
         body = claim.body.encode()
-        headers = webhook_headers(
+        # The configuration's extra headers cannot name one of ours (SPEC 13 refuses them).
+        headers = claim.headers | webhook_headers(
             msg_id=claim.delivery_id, body=body, token=claim.token, secrets=claim.secrets
         )
         try:

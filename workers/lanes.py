@@ -114,6 +114,12 @@ class Lanes:
         lane.next_turn_at = min(max(lane.next_turn_at, now) + step, now + TURN_HORIZON_S)
         return lane.next_turn_at - now
 
+    def duration_s(self, endpoint: str) -> float:
+        """How long an attempt to `endpoint` takes, as this process has seen (0 if
+        never)."""
+        lane = self._lanes.get(endpoint)
+        return 0.0 if lane is None else lane.duration_s(time.monotonic())
+
     def in_flight(self, endpoint: str) -> int:
         lane = self._lanes.get(endpoint)
         return 0 if lane is None else len(lane.started)

@@ -5,11 +5,12 @@ status (`status` draws the state machine).
 - `attempts`: a worker's claim (the lease), parking (hold, cancel) and release.
 - `records`: an attempt's outcome, the delivery's next state, the endpoint's health.
 - `changes`: hold and release with the configuration, cancel, redeliver, recover.
+- `ordering`: the fifo rule of the claim, and the hand-over to the next head.
 - `sweep`: deliveries that no worker is on, due again.
 - `retention`: final deliveries and dispatched events past the retention, removed.
 """
 
-from core.lifecycle.attempts import Claim, claim, park, release
+from core.lifecycle.attempts import EARLY_ARRIVAL_SLACK, Claim, claim, park, release
 from core.lifecycle.changes import (
     cancelling,
     locked_state,
@@ -23,6 +24,7 @@ from core.lifecycle.making import (
     delivery_row,
     insert_deliveries,
 )
+from core.lifecycle.ordering import mark_waiting_in_order, next_in_order
 from core.lifecycle.records import AttemptRecord, Health, Result, record
 from core.lifecycle.retention import Pruned, prune
 from core.lifecycle.status import CANCELLABLE, FINAL, REDELIVERABLE, Status
@@ -31,6 +33,7 @@ from core.lifecycle.sweep import sweep_stranded
 __all__ = [
     "CANCELLABLE",
     "DELIVERY_COLUMNS",
+    "EARLY_ARRIVAL_SLACK",
     "FINAL",
     "REDELIVERABLE",
     "AttemptRecord",
@@ -45,6 +48,8 @@ __all__ = [
     "delivery_row",
     "insert_deliveries",
     "locked_state",
+    "mark_waiting_in_order",
+    "next_in_order",
     "park",
     "prune",
     "record",

@@ -6,7 +6,7 @@ The database is the source of truth: a queue message only says "look at delivery
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,8 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.clock import utcnow
+from core.controls import Ordering, WaitingReason
 from core.database import Database, FixedInList, Query, WriteUnit, run_in_transaction
 from core.lifecycle.changes import locked_state
+from core.lifecycle.ordering import WAITING_IN_ORDER
 from core.lifecycle.status import Status
 from core.tables import UTCDateTime, deliveries, webhook_configs
 
@@ -41,6 +43,11 @@ class Claim:
     deleted: bool
     failing_since: datetime | None
     lease_expires_at: datetime
+    # The configuration's delivery controls that act on attempts (SPEC 13).
+    headers: dict[str, str]
+    fifo: bool
+    rate_limit_per_s: int | None
+    max_in_flight: int | None
 
 
 def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
@@ -64,6 +71,8 @@ _CLAIM = (
             deliveries.c.lease_expires_at.is_(None),
             deliveries.c.lease_expires_at < sa.bindparam("now", type_=UTCDateTime),
         ),
+        # A fifo configuration's delivery goes only as its head (`ordering`).
+        sa.not_(WAITING_IN_ORDER),
     )
     .values(lease_expires_at=sa.bindparam("lease"))
     .returning(
@@ -127,6 +136,10 @@ def _claim(
         deleted=config["deleted_at"] is not None,
         failing_since=config["failing_since"],
         lease_expires_at=lease_expires_at,
+        headers=config["headers"],
+        fifo=config["ordering"] == Ordering.FIFO,
+        rate_limit_per_s=config["rate_limit_per_s"],
+        max_in_flight=config["max_in_flight"],
     )
 
 
@@ -141,7 +154,12 @@ async def park(db: Database, claim: Claim) -> Status | None:
 _PARK = (
     deliveries.update()
     .where(deliveries.c.id == sa.bindparam("delivery_id"), deliveries.c.status == Status.PENDING)
-    .values(status=sa.bindparam("status"), lease_expires_at=None, next_attempt_at=None)
+    .values(
+        status=sa.bindparam("status"),
+        lease_expires_at=None,
+        next_attempt_at=None,
+        waiting_reason=None,
+    )
 )
 
 
@@ -161,16 +179,32 @@ _RELEASE = (
         deliveries.c.status == Status.PENDING,
         deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
     )
-    .values(lease_expires_at=None, next_attempt_at=sa.bindparam("due_at"))
+    .values(
+        lease_expires_at=None,
+        next_attempt_at=sa.bindparam("due_at"),
+        waiting_reason=sa.bindparam("waiting_reason"),
+    )
 )
 
 
-async def release(db: Database, claims: Sequence[tuple[Claim, datetime]]) -> None:
+async def release(
+    db: Database,
+    claims: Sequence[tuple[Claim, datetime]],
+    *,
+    reasons: Mapping[str, WaitingReason] | None = None,
+) -> None:
     """Give back the leases of claimed deliveries that were not attempted, each due
-    again at the time given: no attempt is recorded or charged. A lease that ran out and
-    was taken over meanwhile is left to its new holder."""
+    again at the time given, with the reason it waits (by delivery id; none for a full
+    lane): no attempt is recorded or charged. A lease that ran out and was taken over
+    meanwhile is left to its new holder."""
+    reasons = reasons or {}
     rows = [
-        {"delivery_id": claim.delivery_id, "held_lease": claim.lease_expires_at, "due_at": due_at}
+        {
+            "delivery_id": claim.delivery_id,
+            "held_lease": claim.lease_expires_at,
+            "due_at": due_at,
+            "waiting_reason": reasons.get(claim.delivery_id),
+        }
         for claim, due_at in claims
     ]
     await run_in_transaction(db, _releasing(rows))

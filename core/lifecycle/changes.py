@@ -33,7 +33,12 @@ def locked_state(config_id: str) -> WriteUnit[Row]:
 
 
 def _due_now() -> dict[str, object]:
-    return {"status": Status.PENDING, "next_attempt_at": utcnow(), "lease_expires_at": None}
+    return {
+        "status": Status.PENDING,
+        "next_attempt_at": utcnow(),
+        "lease_expires_at": None,
+        "waiting_reason": None,
+    }
 
 
 def releasing_held(config_id: str) -> WriteUnit[list[str]]:
@@ -52,7 +57,12 @@ def cancelling(config_id: str) -> WriteUnit[None]:
     yield Query(
         deliveries.update()
         .where(deliveries.c.config_id == config_id, deliveries.c.status.in_(CANCELLABLE))
-        .values(status=Status.CANCELLED, next_attempt_at=None, lease_expires_at=None)
+        .values(
+            status=Status.CANCELLED,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            waiting_reason=None,
+        )
     )
 
 

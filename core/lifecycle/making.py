@@ -26,6 +26,7 @@ DELIVERY_COLUMNS = (
     "attempt_count",
     "created_at",
     "next_attempt_at",
+    "seq",
 )
 
 
@@ -38,8 +39,10 @@ def delivery_row(
     body: str,
     enabled: bool,
     now: datetime,
+    seq: int | None,
 ) -> dict[str, Any]:
-    """A new delivery (a fresh id) of `body` to the configuration."""
+    """A new delivery (a fresh id) of `body` to the configuration; `seq` orders it among
+    the configuration's deliveries (its event's outbox seq)."""
     return {
         "id": str(uuid.uuid4()),
         "config_id": config_id,
@@ -51,6 +54,7 @@ def delivery_row(
         "attempt_count": 0,
         "created_at": now,
         "next_attempt_at": now if enabled else None,
+        "seq": seq,
     }
 
 

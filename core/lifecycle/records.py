@@ -70,6 +70,7 @@ _UPDATE_DELIVERY = (
         next_attempt_at=sa.bindparam("next_attempt_at"),
         lease_expires_at=None,
         delivered_at=sa.bindparam("delivered_at"),
+        waiting_reason=None,
     )
 )
 

@@ -1,7 +1,7 @@
 """operational events: the configuration an outbox event is about
 
 Revision ID: 0005_operational_events
-Revises: 0003_trust
+Revises: 0004_delivery_controls
 Create Date: 2026-12-03 10:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_operational_events"
-down_revision = "0003_trust"
+down_revision = "0004_delivery_controls"
 branch_labels = None
 depends_on = None
 

@@ -55,6 +55,7 @@ async def create_config(request: Request) -> JSONResponse:
         subscribed_events=body.subscribed_events,
         authorization_token=body.authorization_token,
         signature_scheme=body.signature_scheme,
+        controls=body.controls(),
     )
     return JSONResponse(config_view(row, with_token=True, with_secret=True), status_code=201)
 
@@ -70,7 +71,7 @@ async def get_config(request: Request) -> JSONResponse:
 
 async def update_config(request: Request) -> JSONResponse:
     body = await validated(request, ConfigUpdate)
-    changes = body.model_dump(exclude_none=True)
+    changes = body.changes()
     if not changes:
         raise ValidationFailed(
             "request validation failed",

@@ -117,6 +117,7 @@ async def new_delivery(
         body=event_body(event_type, content or {}),
         enabled=True,
         now=now,
+        seq=columns.pop("seq", None),
     )
     await insert_deliveries(db, [row])
     delivery_id = str(row["id"])

@@ -36,7 +36,9 @@ from tests.service.support import (
     snapshot,
 )
 
-CREATED_FIELDS = {
+# The delivery controls (SPEC 13), in every configuration response.
+CONTROL_FIELDS = {"filter", "ordering", "rate_limit_per_s", "max_in_flight", "headers", "payload"}
+CREATED_FIELDS = CONTROL_FIELDS | {
     "id",
     "url",
     "authorization_token",
@@ -45,7 +47,15 @@ CREATED_FIELDS = {
     "enabled",
     "signature_scheme",
 }
-VIEW_FIELDS = {"id", "url", "subscribed_events", "enabled", "signature_scheme"}
+VIEW_FIELDS = CONTROL_FIELDS | {"id", "url", "subscribed_events", "enabled", "signature_scheme"}
+DEFAULT_CONTROLS = {
+    "filter": None,
+    "ordering": "none",
+    "rate_limit_per_s": None,
+    "max_in_flight": None,
+    "headers": {},
+    "payload": "full",
+}
 TOKEN_RULE = re.compile(r"[\x21-\x7e]{16,256}")
 
 
@@ -150,6 +160,7 @@ async def test_patch_non_token_fields_omits_the_token(
         "subscribed_events": ["survey_finished"],
         "enabled": True,
         "signature_scheme": "v1",
+        **DEFAULT_CONTROLS,
     }
     row = await config_row(app.state.db, created["id"])
     assert row["authorization_token"] == SEED_TOKEN
@@ -190,6 +201,7 @@ async def test_patch_token_alone_includes_the_token(
         "enabled": True,
         "signature_scheme": "v1",
         "authorization_token": token,
+        **DEFAULT_CONTROLS,
     }
     assert (await config_row(app.state.db, created["id"]))["authorization_token"] == token
 

@@ -545,7 +545,7 @@ async def test_the_detail_has_the_item_and_its_attempts(
     # Then it carries the list item's fields and its attempts in order
     assert response.status_code == 200, response.text
     detail = response.json()
-    assert set(detail) == ITEM_FIELDS | {"attempts"}
+    assert set(detail) == ITEM_FIELDS | {"attempts", "waiting_reason", "headers"}
     listed = (await _list(api, client, config))["items"][0]
     assert {key: detail[key] for key in ITEM_FIELDS} == listed
     assert detail["status"] == "failed" and detail["attempt_count"] == 2

@@ -92,7 +92,7 @@ async def edit_config(request: Request) -> Response:
     if errors:
         values = {"url": body["url"], "subscribed_events": body["subscribed_events"]}
         return await _config_page(request, view, config, status=422, errors=errors, values=values)
-    await view.update(config, ConfigUpdate.model_validate(body).model_dump(exclude_none=True))
+    await view.update(config, ConfigUpdate.model_validate(body).changes())
     return redirect(request, f"/portal/configs/{config['id']}?notice=saved")
 
 
