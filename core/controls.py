@@ -18,7 +18,7 @@ import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
-from core.events import EventType, event_body
+from core.events import SURVEY_EVENTS, event_body
 
 logger = logging.getLogger("webhooks.fanout")
 
@@ -62,8 +62,6 @@ RESERVED_PREFIX = "webhook-"
 # RFC 9110 `token`.
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
-# Outbox events whose content is a survey: the only ones `payload: "thin"` thins.
-SURVEY_EVENTS = frozenset(event.value for event in EventType)
 
 
 class FilterError(ValueError):

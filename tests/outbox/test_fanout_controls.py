@@ -68,6 +68,30 @@ async def test_a_thin_configuration_gets_the_survey_id_only(db: Database) -> Non
     assert thin_delivery["seq"] == full_delivery["seq"] == event["seq"]
 
 
+async def test_a_thin_configuration_gets_operational_events_whole(db: Database) -> None:
+    """SPEC 13: only survey events are thinned; an operational event carries no patient
+    data (and no `id` to keep)."""
+    client_id = await new_client_id(db)
+    about = await _config(db, client_id)
+    thin = await configs.create_config(
+        db,
+        client_id,
+        url="https://receiver.example/ops",
+        subscribed_events=["webhook_disabled"],
+        authorization_token=TOKEN,
+        controls={"payload": "thin"},
+    )
+    await configs.update_config(db, client_id, about["id"], {"enabled": False})
+
+    await _fan_out(db, client_id)
+
+    [delivery] = await deliveries_of(db, config_id=thin["id"])
+    body = json.loads(delivery["body"])
+    assert body["event_type"] == "webhook_disabled"
+    assert body["content"]["config_id"] == about["id"]
+    assert body["content"]["disabled_reason"] == "manual"
+
+
 async def test_the_filter_sees_the_full_body_of_a_thin_configuration(db: Database) -> None:
     client_id = await new_client_id(db)
     config = await _config(db, client_id, payload="thin", filter="content.patient_id == 'p-1'")
