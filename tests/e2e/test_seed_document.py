@@ -38,7 +38,9 @@ UPDATE_TOKEN_AS_JSON = UPDATE_TOKEN.replace(b'",\n}', b'"\n}')
 
 URL = "https://mywebsite.com/webhook_receiver"
 TOKEN = "zGORr7q1I4egIr0c0eKXD7CMpIcjFooJ"
-VIEW = {"id", "url", "subscribed_events", "enabled"}
+# SPEC 5's fields, the signature scheme (SPEC 16) and the delivery controls (SPEC 13).
+CONTROLS = {"filter", "ordering", "rate_limit_per_s", "max_in_flight", "headers", "payload"}
+VIEW = {"id", "url", "subscribed_events", "enabled", "signature_scheme"} | CONTROLS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -79,7 +81,13 @@ def test_seed_curl_examples(seed_api: httpx.Client) -> None:
     assert body["signing_secret"].startswith("whsec_")
     assert body["enabled"] is True
     one = f"/config/webhook/{body['id']}"
-    expected_view = {"id": body["id"], "url": URL, "subscribed_events": ["survey_created"]}
+    expected_view = {
+        "id": body["id"],
+        "url": URL,
+        "subscribed_events": ["survey_created"],
+        "signature_scheme": "v1",
+        **{name: body[name] for name in CONTROLS},  # their defaults
+    }
 
     # Update non-token data: the token is omitted.
     updated = seed_api.patch(one, content=UPDATE_NON_TOKEN)

@@ -328,7 +328,8 @@ async def test_a_410_is_announced_to_a_sibling_signed_like_any_event(
     }
     await _attempt_at(db, deliverer, config, clock, T0)
 
-    await fanout.fan_out_batch(db, batch_size=100)
+    while (await fanout.fan_out_batch(db, batch_size=100)).events:  # earlier tests' too
+        pass
     [made] = await deliveries_of(db, config_id=sibling["id"])
     assert (await deliverer.deliver(made["id"])).status == Status.DELIVERED
 
