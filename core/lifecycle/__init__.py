@@ -4,7 +4,8 @@ status (`status` draws the state machine).
 - `making`: new rows, `pending` or `held`, one per (event, configuration).
 - `attempts`: a worker's claim (the lease), parking (hold, cancel) and release.
 - `records`: an attempt's outcome, the delivery's next state, the endpoint's health.
-- `changes`: hold and release with the configuration, cancel, redeliver, recover.
+- `changes`: hold and release with the configuration, cancel, redeliver, recover,
+  empty the deliveries of erased surveys.
 - `sweep`: deliveries that no worker is on, due again.
 - `retention`: final deliveries and dispatched events past the retention, removed.
 """
@@ -12,6 +13,7 @@ status (`status` draws the state machine).
 from core.lifecycle.attempts import Claim, claim, park, release
 from core.lifecycle.changes import (
     cancelling,
+    emptying,
     locked_state,
     recover,
     redeliver,
@@ -43,6 +45,7 @@ __all__ = [
     "claim",
     "deliveries_insert",
     "delivery_row",
+    "emptying",
     "insert_deliveries",
     "locked_state",
     "park",
