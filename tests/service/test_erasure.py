@@ -39,6 +39,7 @@ from tests.outbox.helpers import (
     outbox_rows,
     survey_rows,
 )
+from tests.service.portal.support import sign_in
 from tests.service.support import assert_error, error_fields, snapshot
 
 SURVEYS = "/api/v2/surveys"
@@ -416,3 +417,27 @@ async def test_the_route_is_in_the_openapi_document(api: httpx.AsyncClient) -> N
         "deliveries",
     }
     assert {"401", "422"} <= set(operation["responses"])
+
+
+async def test_the_audit_and_the_portal_still_show_an_erased_delivery(
+    api: httpx.AsyncClient, app: Starlette, client: dict[str, str]
+) -> None:
+    db = _db(app)
+    patient = await given_a_patient(api, db, client)
+    await _erase(api, client, patient.patient_id)
+    config_id = patient.enabled_config["id"]
+    delivered = (await _deliveries(db, config_id))[0]
+
+    detail = await api.get(
+        f"/api/v2/config/webhook/{config_id}/deliveries/{delivered['id']}", headers=_auth(client)
+    )
+    await sign_in(api, client)
+    shown = await api.get(f"/portal/deliveries/{delivered['id']}")
+
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["status"] == "delivered"
+    [attempt] = detail.json()["attempts"]
+    assert (attempt["status_code"], attempt["response_body"]) == (200, None)
+    assert shown.status_code == 200, shown.text
+    assert "&#34;content&#34;: {}" in shown.text or '"content": {}' in shown.text
+    assert patient.patient_id not in shown.text and patient.secret not in shown.text
