@@ -13,6 +13,7 @@ from commands.common import (
     print_json,
     run_with_db,
 )
+from commands.patients import patients
 
 
 @click.group()
@@ -139,6 +140,7 @@ def prune(older_than: str) -> None:
 
 
 main.add_command(deliveries)
+main.add_command(patients)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ async def list_clients(db: Database) -> list[dict[str, Any]]:
     )
 
 
+async def client_exists(db: Database, client_id: str) -> bool:
+    """Whether `client_id` names a client, revoked or not."""
+    return await fetch_one(db, sa.select(clients.c.id).where(clients.c.id == client_id)) is not None
+
+
 async def revoke_client(db: Database, client_id: str) -> bool:
     """Revoke a client's key; False if no such active client."""
     revoked = await fetch_one(

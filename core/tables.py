@@ -225,3 +225,19 @@ idempotency_keys = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index(None, "expires_at"),
 )
+
+# The record of each erasure (SPEC 14): who asked, when, and what it emptied. The patient
+# is named only by a keyed hash (`core.erasures.patient_hash`), never in clear, so the
+# record proves an erasure without keeping what it erased.
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    _id(),
+    sa.Column("client_id", sa.String(36), sa.ForeignKey("clients.id"), nullable=False),
+    # HMAC-SHA256, hex, of the client and patient ids, keyed with the service's erasure key.
+    sa.Column("patient_hash", sa.String(64), nullable=False),
+    sa.Column("erased_at", UTCDateTime, nullable=False),
+    sa.Column("surveys", sa.Integer, nullable=False),
+    sa.Column("deliveries", sa.Integer, nullable=False),
+    sa.Index(None, "client_id", "patient_hash"),
+)

@@ -26,6 +26,7 @@ from service.routes import (
     event_types,
     health,
     metrics,
+    patients,
     portal_sessions,
     surveys,
 )
@@ -48,6 +49,7 @@ def _api_routes() -> list[BaseRoute]:
         *configs.routes,
         *deliveries.routes,
         *surveys.routes,
+        *patients.routes,
         *event_types.routes,
         *portal_sessions.routes,
     ]

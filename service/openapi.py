@@ -70,8 +70,14 @@ IDEMPOTENCY_KEY_PARAMETER = {
 
 def _parameters(route: ApiRoute) -> list[dict[str, Any]]:
     op = route.operation
+    declared = op.path.model_json_schema()["properties"] if op.path is not None else {}
     params = [
-        {"name": name, "in": "path", "required": True, "schema": _path_schema(convertor)}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": declared.get(name) or _path_schema(convertor),
+        }
         for name, convertor in route.param_convertors.items()
     ]
     if op.query is not None:

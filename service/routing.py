@@ -37,6 +37,7 @@ class Operation:
     responses: dict[int, type[BaseModel] | None]
     request: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    path: type[BaseModel] | None = None  # the path parameters' schemas, when not plain ids
     auth: bool = True
     errors: tuple[int, ...] = field(default=())
     text_response: bool = False  # a `text/plain` body instead of JSON

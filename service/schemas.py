@@ -352,8 +352,15 @@ def config_view(
     return {key: value for key, value in shown.items() if key not in optional or value is not None}
 
 
+PATIENT_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+PatientId = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=PATIENT_ID_PATTERN)
+]
+"""A patient id as surveys take it: 1 to 200 characters, no control characters."""
+
+
 class SurveyCreate(Strict):
-    patient_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    patient_id: PatientId
     answers: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -508,3 +515,19 @@ class PortalSessionCreate(Strict):
 class PortalSession(BaseModel):
     url: str = Field(description="Opens the portal once, until `expires_at`.")
     expires_at: AnswerTime
+
+
+class PatientPath(Strict):
+    """The path of `POST /patients/{patient_id}/erase`."""
+
+    patient_id: PatientId
+
+
+class Erasure(BaseModel):
+    """What an erasure emptied (SPEC 14)."""
+
+    surveys: int = Field(description="The client's surveys of the patient, now erased.")
+    deliveries: int = Field(
+        description="Deliveries of their events whose payload was emptied; the pending "
+        "and held ones among them were cancelled."
+    )

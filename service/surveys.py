@@ -102,7 +102,7 @@ async def complete_survey(
         survey["answers"] = answers
     view = survey_view(survey)
     event = event_params(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
-    values = {**ids, "now": now}
+    values = {**ids, "now": now, "read_patient_id": survey["patient_id"]}
     if answers is not None:
         values["new_answers"] = answers
     if not await write_with_event(db, _UPDATES[answers is not None], values, event):
@@ -124,7 +124,7 @@ def completing(
         return Answer.of(409, error_document("conflict", ALREADY_COMPLETED))
     now = utcnow()
     survey.update(status="completed", completed_at=now)
-    values: dict[str, Any] = {**ids, "now": now}
+    values: dict[str, Any] = {**ids, "now": now, "read_patient_id": survey["patient_id"]}
     if answers is not None:
         survey["answers"] = values["new_answers"] = answers
     view = survey_view(survey)
@@ -140,13 +140,16 @@ def _completion_update(*, with_answers: bool) -> sa.Update:
     changes: dict[str, Any] = {"status": "completed", "completed_at": sa.bindparam("now")}
     if with_answers:
         changes["answers"] = sa.bindparam("new_answers")
-    # The status guard makes a completion that raced another one change nothing.
+    # The status guard makes a completion that raced another one change nothing; the
+    # patient guard, one that raced an erasure (`core.erasures`): its event, built from
+    # the row as read, would carry the erased patient's data again.
     return (
         surveys.update()
         .where(
             surveys.c.id == sa.bindparam("survey_id"),
             surveys.c.client_id == sa.bindparam("client_id"),
             surveys.c.status == "in_progress",
+            surveys.c.patient_id == sa.bindparam("read_patient_id"),
         )
         .values(changes)
         .returning(surveys.c.id)

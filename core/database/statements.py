@@ -83,6 +83,8 @@ class PreparedStatement:
         self.varies = any(bind.expanding or bind.literal_execute for bind in binds.values())
         self.names = list(compiled.positiontup)
         self.processors = [_bind_processor(binds[name].type, dialect) for name in self.names]
+        # An expanded state processes only the expanded values: the others' processors.
+        self.by_name = {name: _bind_processor(bind.type, dialect) for name, bind in binds.items()}
         columns = (
             [(str(column.key), column) for column in compiled.effective_returning or ()]
             if isinstance(statement, UpdateBase)  # with the RETURNING the dialect adds
@@ -95,7 +97,10 @@ class PreparedStatement:
         """The SQL and the driver's positional arguments for `values` by bind name."""
         if self.varies:
             state = self.compiled.construct_expanded_state(dict(values), escape_names=False)
-            processors = state.processors
+            processors = {
+                **{name: process for name, process in self.by_name.items() if process},
+                **state.processors,
+            }
             names = state.positiontup or []
             params = state.parameters
             return state.statement, [

@@ -4,7 +4,8 @@ status (`status` draws the state machine).
 - `making`: new rows, `pending` or `held`, one per (event, configuration).
 - `attempts`: a worker's claim (the lease), parking (hold, cancel) and release.
 - `records`: an attempt's outcome, the delivery's next state, the endpoint's health.
-- `changes`: hold and release with the configuration, cancel, redeliver, recover.
+- `changes`: hold and release with the configuration, cancel, redeliver, recover,
+  empty the deliveries of erased surveys.
 - `ordering`: the fifo rule of the claim, and the hand-over to the next head.
 - `sweep`: deliveries that no worker is on, due again.
 - `retention`: final deliveries and dispatched events past the retention, removed.
@@ -13,6 +14,7 @@ status (`status` draws the state machine).
 from core.lifecycle.attempts import EARLY_ARRIVAL_SLACK, Claim, claim, park, release
 from core.lifecycle.changes import (
     cancelling,
+    emptying,
     locked_state,
     recover,
     redeliver,
@@ -46,6 +48,7 @@ __all__ = [
     "claim",
     "deliveries_insert",
     "delivery_row",
+    "emptying",
     "insert_deliveries",
     "locked_state",
     "mark_waiting_in_order",

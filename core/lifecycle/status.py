@@ -3,7 +3,7 @@
 pending ──attempt ok──▶ delivered ──redeliver──▶ pending
    │  ╲──attempts spent──▶ failed ──redeliver / recover──▶ pending
    │   ╲──configuration disabled──▶ held ──configuration enabled──▶ pending
-   ╰──configuration deleted (pending or held)──▶ cancelled (final)
+   ╰──configuration deleted, or its survey erased (pending or held)──▶ cancelled (final)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Status(StrEnum):
 
 
 CANCELLABLE = (Status.PENDING, Status.HELD)
-"""Cancelled with their configuration."""
+"""Cancelled with their configuration, or with the erasure of their survey."""
 REDELIVERABLE = (Status.DELIVERED, Status.FAILED, Status.PENDING)
 """Sent again (same `webhook-id`) on request."""
 FINAL = (Status.DELIVERED, Status.FAILED)

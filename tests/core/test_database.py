@@ -267,6 +267,30 @@ async def test_a_write_returns_the_rows_of_its_returning(db: Database) -> None:
     assert await fetch_one(db, renamed.where(clients.c.id == "none")) is None
 
 
+async def test_a_statement_that_varies_binds_its_other_values_through_their_types(
+    db: Database,
+) -> None:
+    # An IN of a list expands per call; the JSON and the aware time beside it must still
+    # go through their types (a dict and an aware datetime are no driver values).
+    config_id, _ = await _typed_config(db)
+    later = datetime(2027, 3, 4, 5, 6, 7, tzinfo=UTC)
+    update = (
+        webhook_configs.update()
+        .where(webhook_configs.c.id.in_([config_id, str(uuid.uuid4())]))
+        .values(
+            subscribed_events=sa.bindparam(
+                "events", type_=webhook_configs.c.subscribed_events.type
+            ),
+            updated_at=sa.bindparam("at", type_=webhook_configs.c.updated_at.type),
+        )
+        .returning(webhook_configs.c.subscribed_events, webhook_configs.c.updated_at)
+    )
+
+    rows = await run_in_transaction(db, single(Query(update, {"events": ["x"], "at": later})))
+
+    assert rows == [{"subscribed_events": ["x"], "updated_at": later}]
+
+
 def test_database_urls_are_parsed_once_with_postgres_as_an_alias() -> None:
     url = parse_database_url("postgres://app:s3cr3t@db.internal:5433/webhooks")
     assert (url.backend, url.redacted) == (
