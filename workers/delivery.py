@@ -69,11 +69,12 @@ _Sent = tuple[datetime, "Reply | None", "DeliveryError | None", int]
 
 @dataclass
 class Deliverer:
-    """Attempts deliveries. `limiter`: where `rate_limit_per_s` and `max_in_flight` are
-    counted (default: this process alone, as `webhooks serve` needs)."""
+    """Attempts deliveries, POSTing through `http` (`workers.transport.create_transport`,
+    or an `httpx.MockTransport` in tests). `limiter`: where `rate_limit_per_s` and
+    `max_in_flight` are counted (default: this process alone, as `webhooks serve` needs)."""
 
     db: Database
-    http: httpx.AsyncClient
+    http: httpx.AsyncBaseTransport
     settings: Settings
     limiter: Limiter = field(default_factory=LocalLimiter)
     capacity: Capacity = field(init=False)
