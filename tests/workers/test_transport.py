@@ -142,6 +142,20 @@ async def test_a_2xx_reply(fresh: Receiver, new_client: NewClient) -> None:
     assert item.headers["content-type"] == "application/json"
 
 
+async def test_the_request_carries_the_default_headers(
+    fresh: Receiver, new_client: NewClient
+) -> None:
+    # The headers httpx's client added by default are still sent.
+    await _send(new_client(), fresh.url(OK))
+
+    [item] = fresh.received
+    assert item.headers["accept"] == "*/*"
+    assert item.headers["accept-encoding"] == "identity"
+    assert item.headers["connection"] == "keep-alive"
+    assert item.headers["content-length"] == str(len(BODY))
+    assert item.headers["host"] == fresh.url(OK).split("/")[2]
+
+
 async def test_the_pool_keeps_working_across_requests(
     fresh: Receiver, new_client: NewClient
 ) -> None:
