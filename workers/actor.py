@@ -26,7 +26,7 @@ from core.settings import get_settings
 from workers.delivery import Deliverer
 from workers.errors import PERMANENT, TargetBlocked
 from workers.limits import create_limiter
-from workers.transport import create_client
+from workers.transport import create_transport
 
 ACTOR_NAME = "deliver"
 QUEUE_NAME = "deliveries"
@@ -52,8 +52,7 @@ async def _process_deliverer() -> Deliverer:
             settings = get_settings()
             db = open_database(settings.database_url, pool_size=settings.worker_concurrency)
             await db.connect()
-            http = create_client(
-                timeout_s=settings.request_timeout_s,
+            http = create_transport(
                 allow_private_targets=settings.allow_private_targets,
                 max_connections=settings.worker_concurrency * 2,
             )

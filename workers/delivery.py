@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -69,11 +70,12 @@ _Sent = tuple[datetime, "Reply | None", "DeliveryError | None", int]
 
 @dataclass
 class Deliverer:
-    """Attempts deliveries. `limiter`: where `rate_limit_per_s` and `max_in_flight` are
-    counted (default: this process alone, as `webhooks serve` needs)."""
+    """Attempts deliveries, POSTing through `http` (`workers.transport.create_transport`,
+    or an `httpx.MockTransport` in tests). `limiter`: where `rate_limit_per_s` and
+    `max_in_flight` are counted (default: this process alone, as `webhooks serve` needs)."""
 
     db: Database
-    http: httpx.AsyncClient
+    http: httpx.AsyncBaseTransport
     settings: Settings
     limiter: Limiter = field(default_factory=LocalLimiter)
     capacity: Capacity = field(init=False)
@@ -127,8 +129,8 @@ class Deliverer:
                 [result for result, _ in results],
                 disable_after_s=self.settings.disable_after_s,
             )
+        _observe(results)
         for result, outcome in results:
-            _observe(result, outcome)
             outcomes[result.claim.delivery_id] = outcome
         return outcomes | await self._next_in_order([result for result, _ in results])
 
@@ -297,20 +299,26 @@ def _ok(reply: Reply | None) -> bool:
     return reply is not None and 200 <= reply.status_code < 300
 
 
-def _observe(result: Result, outcome: Outcome) -> None:
-    """Log the recorded attempt and count it."""
-    claim, attempt = result.claim, result.attempt
-    logger.info(
-        "attempt %d %s",
-        claim.attempt,
-        outcome.status,
-        extra={
-            "delivery_id": claim.delivery_id,
-            "event_id": claim.event_id,
-            "config_id": claim.config_id,
-            "attempt": claim.attempt,
-            "status_code": attempt.status_code,
-        },
-    )
-    ATTEMPT_DURATION.observe(attempt.duration_ms / 1000)
-    DELIVERIES.labels(outcome=_metric_outcome(outcome)).inc()
+def _observe(results: list[tuple[Result, Outcome]]) -> None:
+    """Log each recorded attempt and time it; count the batch's outcomes, one counter
+    update per outcome rather than per attempt (each takes a lock, and in multiprocess
+    mode writes a file)."""
+    counts: Counter[str] = Counter()
+    for result, outcome in results:
+        claim, attempt = result.claim, result.attempt
+        logger.info(
+            "attempt %d %s",
+            claim.attempt,
+            outcome.status,
+            extra={
+                "delivery_id": claim.delivery_id,
+                "event_id": claim.event_id,
+                "config_id": claim.config_id,
+                "attempt": claim.attempt,
+                "status_code": attempt.status_code,
+            },
+        )
+        ATTEMPT_DURATION.observe(attempt.duration_ms / 1000)
+        counts[_metric_outcome(outcome)] += 1
+    for name, count in counts.items():
+        DELIVERIES.labels(outcome=name).inc(count)

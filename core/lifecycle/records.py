@@ -4,7 +4,7 @@ endpoint's health (SPEC 9), in one transaction however many attempts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -48,11 +48,9 @@ class Result:
     health: Health
 
 
+_ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
 _INSERT_ATTEMPT = attempts.insert().values(
-    {
-        name: sa.bindparam(name)
-        for name in ["delivery_id", "number", *(f.name for f in fields(AttemptRecord))]
-    }
+    {name: sa.bindparam(name) for name in ["delivery_id", "number", *_ATTEMPT_FIELDS]}
 )
 # A delivery cancelled while in flight stays cancelled; one whose lease ran out and was
 # taken over belongs to the new holder (the attempt is still on record).
@@ -167,7 +165,8 @@ def _result_row(result: Result) -> dict[str, Any]:
     attempt = result.attempt
     finished_at = attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
     return {
-        **asdict(attempt),
+        # Not `asdict`: it deep-copies every value, and these are immutable.
+        **{name: getattr(attempt, name) for name in _ATTEMPT_FIELDS},
         "delivery_id": result.claim.delivery_id,
         "number": result.claim.attempt,
         "held_lease": result.claim.lease_expires_at,

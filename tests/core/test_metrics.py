@@ -170,7 +170,7 @@ async def test_each_attempt_counts_its_outcome_and_its_duration(
         outcome: _sample("webhooks_deliveries_total", outcome=outcome) for outcome in OUTCOMES
     }
     count_before = _sample("webhooks_attempt_duration_seconds_count")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle)) as http:
+    async with httpx.MockTransport(receiver.handle) as http:
         deliverer = Deliverer(db=db, http=http, settings=settings)
         # When four deliveries are attempted (the third on its last attempt)
         await deliverer.deliver(await new_delivery(db, config))
@@ -198,7 +198,7 @@ async def test_a_delivery_that_is_not_attempted_is_not_counted(
 
     receiver = Script()
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle)) as http:
+    async with httpx.MockTransport(receiver.handle) as http:
         deliverer = Deliverer(db=db, http=http, settings=make_settings(database_url))
         outcome = await deliverer.deliver(delivery_id)
 

@@ -41,7 +41,7 @@ from tests.receivers import SPEC_HEADERS, Script
 from tests.v1a import VerificationError as V1aVerificationError
 from tests.v1a import verify as verify_v1a
 from workers.delivery import Deliverer, Outcome
-from workers.transport import MAX_RESPONSE_BODY_BYTES, create_client
+from workers.transport import MAX_RESPONSE_BODY_BYTES
 
 URL = "https://receiver.example/hooks/in?source=test"
 MIN_BACKOFF_MS = 1000
@@ -67,7 +67,7 @@ async def make_deliverer(
     db: Database, database_url: str
 ) -> AsyncIterator[Callable[..., Deliverer]]:
     """`make_deliverer(receiver, **settings)`: a Deliverer whose HTTP goes to `receiver`."""
-    clients: list[httpx.AsyncClient] = []
+    clients: list[httpx.MockTransport] = []
 
     def make(receiver: Script, **overrides: object) -> Deliverer:
         values: dict[str, object] = {
@@ -77,7 +77,7 @@ async def make_deliverer(
             **overrides,
         }
         settings: Settings = make_settings(database_url, **values)
-        http = httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle))
+        http = httpx.MockTransport(receiver.handle)
         clients.append(http)
         return Deliverer(db=db, http=http, settings=settings)
 
@@ -196,14 +196,6 @@ async def test_every_retry_carries_the_same_webhook_id(
     assert receiver.requests[0].content == receiver.requests[1].content
     for request in receiver.requests:
         Webhook(config["signing_secret"]).verify(request.content, _webhook_headers(request))
-
-
-async def test_the_process_client_follows_no_redirects() -> None:
-    client = create_client(timeout_s=5, allow_private_targets=False)
-    try:
-        assert client.follow_redirects is False
-    finally:
-        await client.aclose()
 
 
 # --- what the answer does ---------------------------------------------------------------
@@ -627,7 +619,7 @@ async def test_no_more_requests_are_in_flight_than_the_worker_concurrency(
     deliverer = make_deliverer(
         Script(), WEBHOOKS_WORKER_CONCURRENCY=3, WEBHOOKS_ENDPOINT_CONCURRENCY=3
     )
-    deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    deliverer.http = httpx.MockTransport(slow)
     ids = [await _delivery_id(db, config) for _ in range(7)]
 
     # When two batches are delivered at once
@@ -667,7 +659,7 @@ async def test_a_hanging_endpoint_holds_only_its_lane_and_others_go_through(
     deliverer = make_deliverer(
         Script(), WEBHOOKS_WORKER_CONCURRENCY=16, WEBHOOKS_ENDPOINT_CONCURRENCY=2
     )
-    deliverer.http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    deliverer.http = httpx.MockTransport(answer)
     stuck = [await _delivery_id(db, config) for _ in range(5)]
     fine = [await _delivery_id(db, healthy) for _ in range(5)]
 

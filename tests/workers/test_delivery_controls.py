@@ -40,10 +40,10 @@ class SlowScript(Script):
 async def deliverer(
     db: Database, database_url: str
 ) -> AsyncIterator[Callable[[Script], Deliverer]]:
-    clients: list[httpx.AsyncClient] = []
+    clients: list[httpx.MockTransport] = []
 
     def make(receiver: Script) -> Deliverer:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(receiver.handle))
+        http = httpx.MockTransport(receiver.handle)
         clients.append(http)
         return Deliverer(db=db, http=http, settings=make_settings(database_url))
 

@@ -59,7 +59,7 @@ async def deliverer(db: Database, database_url: str, endpoint: Script) -> AsyncI
     """The default WEBHOOKS_DISABLE_AFTER_S, and attempts enough never to run out."""
     settings = make_settings(database_url, WEBHOOKS_MAX_ATTEMPTS=100)
     assert settings.disable_after_s == 5 * 24 * 3600
-    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint.handle)) as http:
+    async with httpx.MockTransport(endpoint.handle) as http:
         yield Deliverer(db=db, http=http, settings=settings)
 
 
