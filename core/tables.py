@@ -122,6 +122,8 @@ outbox = sa.Table(
     sa.Column("content", Json, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("dispatched_at", UTCDateTime, nullable=True),
+    # The W3C trace context of the request that caused the event (SPEC 17).
+    sa.Column("traceparent", sa.String(55), nullable=True),
     sa.Index(None, "dispatched_at", "seq"),
 )
 
@@ -142,6 +144,8 @@ deliveries = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("last_attempt_at", UTCDateTime, nullable=True),
     sa.Column("delivered_at", UTCDateTime, nullable=True),
+    # Its event's `traceparent`: each attempt's span is a child of it (SPEC 17).
+    sa.Column("traceparent", sa.String(55), nullable=True),
     # One delivery per (event, configuration), however many pollers fan out at once.
     sa.UniqueConstraint("event_id", "config_id"),
     sa.Index(None, "config_id", "created_at"),

@@ -26,7 +26,7 @@ from core.database import (
 )
 from core.tables import outbox
 
-_COLUMNS = ("event_id", "client_id", "event_type", "content", "created_at")
+_COLUMNS = ("event_id", "client_id", "event_type", "content", "created_at", "traceparent")
 # Bind names that cannot clash with those of a statement the event is written with.
 _BINDS: dict[str, sa.BindParameter[Any]] = {
     column: sa.bindparam(f"new_event_{column}", type_=outbox.c[column].type) for column in _COLUMNS
@@ -35,16 +35,23 @@ _INSERT_EVENT = outbox.insert().values(_BINDS)
 
 
 def event_params(
-    *, client_id: str, event_type: str, content: dict[str, Any], event_id: str | None = None
+    *,
+    client_id: str,
+    event_type: str,
+    content: dict[str, Any],
+    event_id: str | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """The values of a new event (a fresh id unless `event_id`) for `event_insert`,
-    `insert_event_if` or `write_with_event`."""
+    `insert_event_if` or `write_with_event`. `traceparent`: the W3C trace context of the
+    request that caused it, which its deliveries carry (SPEC 17)."""
     values = {
         "event_id": event_id or str(uuid.uuid4()),
         "client_id": client_id,
         "event_type": event_type,
         "content": content,
         "created_at": utcnow(),
+        "traceparent": traceparent,
     }
     return {_BINDS[column].key: value for column, value in values.items()}
 

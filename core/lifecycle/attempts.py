@@ -40,6 +40,9 @@ class Claim:
     deleted: bool
     failing_since: datetime | None
     lease_expires_at: datetime
+    event_type: str
+    # The event's trace context: the parent of the attempt's span (SPEC 17).
+    traceparent: str | None
 
 
 def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
@@ -71,6 +74,8 @@ _CLAIM = (
         deliveries.c.config_id,
         deliveries.c.body,
         deliveries.c.attempt_count,
+        deliveries.c.event_type,
+        deliveries.c.traceparent,
     )
 )
 _CONFIGS = sa.select(webhook_configs).where(_IDS.in_(webhook_configs.c.id))
@@ -124,6 +129,8 @@ def _claim(
         deleted=config["deleted_at"] is not None,
         failing_since=config["failing_since"],
         lease_expires_at=lease_expires_at,
+        event_type=delivery["event_type"],
+        traceparent=delivery["traceparent"],
     )
 
 

@@ -26,6 +26,7 @@ DELIVERY_COLUMNS = (
     "attempt_count",
     "created_at",
     "next_attempt_at",
+    "traceparent",
 )
 
 
@@ -38,8 +39,10 @@ def delivery_row(
     body: str,
     enabled: bool,
     now: datetime,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
-    """A new delivery (a fresh id) of `body` to the configuration."""
+    """A new delivery (a fresh id) of `body` to the configuration; `traceparent`, its
+    event's trace context, is the parent of each attempt's span (SPEC 17)."""
     return {
         "id": str(uuid.uuid4()),
         "config_id": config_id,
@@ -51,6 +54,7 @@ def delivery_row(
         "attempt_count": 0,
         "created_at": now,
         "next_attempt_at": now if enabled else None,
+        "traceparent": traceparent,
     }
 
 
