@@ -4,13 +4,9 @@ otherwise, where spans still have the real ids a `traceparent` needs."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from core.settings import Settings, SettingsError, load_settings
 from core.tracing import (
@@ -23,60 +19,15 @@ from core.tracing import (
     use_provider,
 )
 from tests.conftest import make_settings
-from tests.tracing import INCOMING, INCOMING_TRACE_ID, parsed
+from tests.tracing import INCOMING, INCOMING_TRACE_ID, Collector, parsed, running_collector
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 
-@dataclass
-class Collector:
-    """A fake OTLP/HTTP collector: keeps each export request's path and body."""
-
-    requests: list[tuple[str, bytes]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def spans(self) -> dict[str, dict[str, str]]:
-        """{span name: its resource's string attributes} of every span received."""
-        found = {}
-        for path, body in self.requests:
-            assert path == "/v1/traces"
-            export = ExportTraceServiceRequest.FromString(body)
-            for resource_spans in export.resource_spans:
-                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                for scope_spans in resource_spans.scope_spans:
-                    found |= {span.name: resource for span in scope_spans.spans}
-        return found
-
-
 @pytest.fixture
 def collector() -> Iterator[Collector]:
-    collected = Collector()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            collected.requests.append((self.path, body))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet."""
-
-    collected.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=collected.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield collected
-    finally:
-        collected.server.shutdown()
-        collected.server.server_close()
+    with running_collector() as running:
+        yield running
 
 
 def _settings(**values: object) -> Settings:
@@ -99,10 +50,10 @@ def test_with_an_endpoint_the_service_spans_reach_the_collector(
         use_provider(silent_provider())
         tracing.provider.shutdown()
 
-    [(name, resource)] = collector.spans().items()
-    assert name == "exported"
-    assert resource["service.name"] == "webhooks"
-    assert resource["webhooks.process"] == "worker"
+    [span] = collector.spans()
+    assert span.name == "exported"
+    assert span.resource["service.name"] == "webhooks"
+    assert span.resource["webhooks.process"] == "worker"
 
 
 def test_without_an_endpoint_nothing_is_exported_but_ids_are_real(
