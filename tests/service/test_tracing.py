@@ -24,7 +24,7 @@ from core.database import Database
 from outbox.fanout import FANOUT_SPAN, fan_out_batch
 from service.app import create_app
 from tests.conftest import make_settings
-from tests.outbox.helpers import make_due, new_config, outbox_rows
+from tests.outbox.helpers import delivery, make_due, new_config, outbox_rows
 from tests.receivers import Receiver
 from tests.tracing import INCOMING, INCOMING_SPAN_ID, INCOMING_TRACE_ID, parsed, recorded_spans
 from workers.delivery import ATTEMPT_SPAN, Deliverer
@@ -183,6 +183,21 @@ async def test_both_survey_writes_store_the_request_trace(
     created, finished = await outbox_rows(app.state.db, auth["client-id"])
     assert parsed(created["traceparent"]).trace_id == INCOMING_TRACE_ID
     assert parsed(finished["traceparent"]).trace_id == "ab" * 16
+
+
+async def test_a_ping_is_in_the_trace_of_its_request(
+    app: Starlette, api: httpx.AsyncClient, auth: dict[str, str], receiver: Receiver
+) -> None:
+    config = await _config(app, auth, receiver)
+
+    response = await api.post(
+        f"/api/v2/config/webhook/{config['id']}/ping",
+        headers={**_key(auth), "traceparent": INCOMING},
+    )
+
+    assert response.status_code == 202, response.text
+    ping = await delivery(app.state.db, response.json()["delivery_id"])
+    assert parsed(ping["traceparent"]).trace_id == INCOMING_TRACE_ID
 
 
 async def test_spans_of_the_request_the_fan_out_and_each_attempt(
