@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from core.database import Database, open_database
 from core.settings import Settings
+from core.tracing import configure_tracing
 from outbox.poller import Poller
 from outbox.wakeup import LocalWakeup, RedisWakeup, Wakeup
 from service.app import Enqueue, create_app
@@ -60,6 +61,7 @@ def _api_enqueuer(broker: dramatiq.Broker) -> Enqueue:
 
 
 def run_web(settings: Settings) -> None:
+    configure_tracing(settings, process="web")
     if settings.redis_url:
         check = partial(redis_check, settings.redis_url)
         enqueue = _api_enqueuer(create_broker(settings.redis_url))
@@ -72,6 +74,7 @@ def run_web(settings: Settings) -> None:
 def run_poller(settings: Settings) -> None:
     assert settings.redis_url is not None
     redis_url = settings.redis_url
+    configure_tracing(settings, process="poller")
 
     async def main() -> None:
         db = open_database(settings.database_url, pool_size=2)
@@ -93,6 +96,7 @@ def run_poller(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
+    configure_tracing(settings, process="worker")
     broker = create_broker(settings.redis_url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,6 +110,7 @@ def run_worker(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     """web + poller + worker in one process, SQLite by default, no Redis."""
+    configure_tracing(settings, process="serve")
     wakeup = LocalWakeup()
     broker = create_broker(None)
 

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     portal_secret: SecretStr | None = Field(
         None, min_length=MIN_PORTAL_SECRET_LENGTH, validation_alias="WEBHOOKS_PORTAL_SECRET"
     )
+    # SPEC 17: spans are exported over OTLP/HTTP when set (`core.tracing`), else not at all.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -115,6 +119,16 @@ class Settings(BaseSettings):
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("must have no user information, query or fragment")
         return value.rstrip("/")
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http or https URL, e.g. http://collector:4318")
+        return value
 
     @field_validator("portal_frame_ancestors")
     @classmethod

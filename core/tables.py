@@ -131,6 +131,8 @@ outbox = sa.Table(
     sa.Column("dispatched_at", UTCDateTime, nullable=True),
     # What an operational event (SPEC 15) is about: never sent to that configuration.
     sa.Column("source_config_id", sa.String(36), nullable=True),
+    # The W3C trace context of the request that caused the event (SPEC 17).
+    sa.Column("traceparent", sa.String(55), nullable=True),
     sa.Index(None, "dispatched_at", "seq"),
 )
 
@@ -157,6 +159,8 @@ deliveries = sa.Table(
     # Why a pending delivery waits unattempted (`rate_limited`, `max_in_flight`,
     # `ordering`); cleared by its next attempt.
     sa.Column("waiting_reason", sa.String(16), nullable=True),
+    # Its event's `traceparent`: each attempt's span is a child of it (SPEC 17).
+    sa.Column("traceparent", sa.String(55), nullable=True),
     # One delivery per (event, configuration), however many pollers fan out at once.
     sa.UniqueConstraint("event_id", "config_id"),
     sa.Index(None, "config_id", "created_at"),

@@ -8,8 +8,9 @@ Many pollers may run at once: PostgreSQL hands each one different rows
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,9 @@ from core.database import (
 )
 from core.lifecycle import Status, deliveries_insert, delivery_row
 from core.tables import outbox, webhook_configs
+from core.tracing import links, tracer
+
+FANOUT_SPAN = "outbox fan-out"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Fanout:
     events: int
     pending_ids: list[str]
     held: int
+    # Each event's `traceparent`, for the batch's span.
+    traceparents: list[str | None] = field(default_factory=list)
 
 
 # FOR UPDATE SKIP LOCKED is PostgreSQL's (SQLAlchemy renders none for SQLite, whose
@@ -45,6 +51,7 @@ _CLAIM = (
         outbox.c.event_type,
         outbox.c.content,
         outbox.c.source_config_id,
+        outbox.c.traceparent,
     )
     .where(outbox.c.dispatched_at.is_(None))
     .order_by(outbox.c.seq)
@@ -105,6 +112,7 @@ def _rows(
                         enabled=config["enabled"],
                         now=now,
                         seq=event["seq"],
+                        traceparent=event["traceparent"],
                     )
                 )
     return rows
@@ -124,7 +132,26 @@ async def fan_out_batch(db: Database, *, batch_size: int) -> Fanout:
     A pair that was fanned out before keeps its delivery, and the id this round made for
     it names no delivery: its message is a no-op (it cannot happen while events are
     claimed and marked in one transaction; the unique constraint is the safety net)."""
-    return await run_in_transaction(db, _fanning_out(db, batch_size))
+    started_ns = time.time_ns()
+    fanout = await run_in_transaction(db, _fanning_out(db, batch_size))
+    if fanout.events:
+        _trace(fanout, started_ns=started_ns)
+    return fanout
+
+
+def _trace(fanout: Fanout, *, started_ns: int) -> None:
+    """The batch's span (an empty round has none): a root linked to each event's trace,
+    since a batch holds events of many traces and belongs to none of them. The events'
+    deliveries are children of their event's context, not of this span."""
+    span = tracer().start_span(FANOUT_SPAN, start_time=started_ns)
+    # Links and attributes only for a span that is kept: parsing costs per event.
+    if span.is_recording():
+        for link in links(fanout.traceparents):
+            span.add_link(link.context)
+        span.set_attribute("webhooks.events", fanout.events)
+        span.set_attribute("webhooks.deliveries", len(fanout.pending_ids) + fanout.held)
+        span.set_attribute("webhooks.held", fanout.held)
+    span.end()
 
 
 def _fanning_out(db: Database, batch_size: int) -> WriteUnit[Fanout]:
@@ -139,4 +166,5 @@ def _fanning_out(db: Database, batch_size: int) -> WriteUnit[Fanout]:
         _MARK_DISPATCHED, [{"seq": event["seq"], "dispatched_at": now} for event in events]
     )
     pending = [row["id"] for row in rows if row["status"] == Status.PENDING]
-    return Fanout(len(events), pending, sum(1 for row in rows if row["status"] == Status.HELD))
+    held = sum(1 for row in rows if row["status"] == Status.HELD)
+    return Fanout(len(events), pending, held, [event["traceparent"] for event in events])

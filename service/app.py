@@ -32,6 +32,7 @@ from service.routes import (
 )
 from service.routing import ApiRoute, Operation
 from service.schemas import OpenApiDocument
+from service.tracing import RequestSpans
 
 API_PREFIX = "/api/v2"
 OPENAPI_PATH = "/openapi.json"
@@ -113,6 +114,7 @@ def create_app(
         routes=[*health.routes, *metrics.routes, *portal_routes, _api_mount()],
         exception_handlers={**EXCEPTION_HANDLERS, **pages.EXCEPTION_HANDLERS},
         lifespan=_lifespan(db, wakeup, companions),
+        middleware=[Middleware(RequestSpans)],
     )
     app.state.settings = settings
     app.state.db = db

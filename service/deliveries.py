@@ -19,6 +19,7 @@ from core.database import Database, Query, WriteUnit, fetch_all, fetch_one, run_
 from core.events import PING_EVENT, event_body
 from core.lifecycle import Status, deliveries_insert, delivery_row, locked_state
 from core.tables import attempts, deliveries, outbox, webhook_configs
+from core.tracing import current_traceparent
 
 ITEM_COLUMNS = (
     deliveries.c.id,
@@ -157,11 +158,12 @@ async def get_delivery(
 
 async def create_ping(db: Database, config: dict[str, Any]) -> str:
     """A `ping` delivery to this configuration, whatever it subscribes to (`held` while
-    the configuration is disabled, as any other event)."""
-    return await run_in_transaction(db, _pinging(db, config))
+    the configuration is disabled, as any other event), in the current request's trace
+    (SPEC 17: read here, as the write unit may run on another thread)."""
+    return await run_in_transaction(db, _pinging(db, config, current_traceparent()))
 
 
-def _pinging(db: Database, config: dict[str, Any]) -> WriteUnit[str]:
+def _pinging(db: Database, config: dict[str, Any], traceparent: str | None) -> WriteUnit[str]:
     now = utcnow()
     content = {"config_id": config["id"], "sent_at": now.isoformat()}
     state = yield from locked_state(config["id"])
@@ -176,6 +178,7 @@ def _pinging(db: Database, config: dict[str, Any]) -> WriteUnit[str]:
         enabled=state["enabled"],
         now=now,
         seq=newest["seq"] or 0,
+        traceparent=traceparent,
     )
     yield deliveries_insert(db, [row])
     return str(row["id"])

@@ -47,22 +47,41 @@ def _new_survey(client_id: str, patient_id: str, answers: dict[str, Any]) -> dic
 
 
 async def create_survey(
-    db: Database, client_id: str, *, patient_id: str, answers: dict[str, Any]
+    db: Database,
+    client_id: str,
+    *,
+    patient_id: str,
+    answers: dict[str, Any],
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
-    """The survey and its `survey_created` event, committed together."""
+    """The survey and its `survey_created` event, committed together; the event carries
+    `traceparent`, the request's trace context (SPEC 17)."""
     row = _new_survey(client_id, patient_id, answers)
     view = survey_view(row)
-    event = event_params(client_id=client_id, event_type=EventType.SURVEY_CREATED, content=view)
+    event = event_params(
+        client_id=client_id,
+        event_type=EventType.SURVEY_CREATED,
+        content=view,
+        traceparent=traceparent,
+    )
     values = {name: row[name] for name in _SURVEY_COLUMNS}
     await write_with_event(db, _INSERT_SURVEY, values, event)
     return view
 
 
-def creating(client_id: str, *, patient_id: str, answers: dict[str, Any]) -> WriteUnit[Answer]:
-    """`create_survey` as a write unit: its answer, `201` and the survey."""
+def creating(
+    client_id: str, *, patient_id: str, answers: dict[str, Any], traceparent: str | None = None
+) -> WriteUnit[Answer]:
+    """`create_survey` as a write unit: its answer, `201` and the survey. (A unit may run
+    on another thread: the trace context is given, never read from the current one.)"""
     row = _new_survey(client_id, patient_id, answers)
     view = survey_view(row)
-    event = event_params(client_id=client_id, event_type=EventType.SURVEY_CREATED, content=view)
+    event = event_params(
+        client_id=client_id,
+        event_type=EventType.SURVEY_CREATED,
+        content=view,
+        traceparent=traceparent,
+    )
     yield Query(_INSERT_SURVEY, {name: row[name] for name in _SURVEY_COLUMNS})
     yield event_insert(event)
     return Answer.of(201, view)
@@ -82,9 +101,15 @@ async def get_survey(db: Database, client_id: str, survey_id: str) -> dict[str, 
 
 
 async def complete_survey(
-    db: Database, client_id: str, survey_id: str, *, answers: dict[str, Any] | None
+    db: Database,
+    client_id: str,
+    survey_id: str,
+    *,
+    answers: dict[str, Any] | None,
+    traceparent: str | None = None,
 ) -> dict[str, Any] | None:
-    """Mark the survey completed and emit `survey_finished`; None if not the client's.
+    """Mark the survey completed and emit `survey_finished` (carrying `traceparent`);
+    None if not the client's.
     Raises `SurveyAlreadyCompleted` (nothing written) if it was completed already.
 
     The event is built from the row as read: an in-progress survey changes only by its
@@ -101,7 +126,7 @@ async def complete_survey(
     if answers is not None:
         survey["answers"] = answers
     view = survey_view(survey)
-    event = event_params(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
+    event = _finished(client_id, view, traceparent)
     values = {**ids, "now": now, "read_patient_id": survey["patient_id"]}
     if answers is not None:
         values["new_answers"] = answers
@@ -111,7 +136,11 @@ async def complete_survey(
 
 
 def completing(
-    client_id: str, survey_id: str, *, answers: dict[str, Any] | None
+    client_id: str,
+    survey_id: str,
+    *,
+    answers: dict[str, Any] | None,
+    traceparent: str | None = None,
 ) -> WriteUnit[Answer]:
     """`complete_survey` as a write unit: its answer, `200` and the survey, or the
     `404` or `409` error (nothing written)."""
@@ -131,9 +160,17 @@ def completing(
     # The status guard: a completion that committed since the read changes nothing here.
     if not (yield Query(_UPDATES[answers is not None], values)):
         return Answer.of(409, error_document("conflict", ALREADY_COMPLETED))
-    event = event_params(client_id=client_id, event_type=EventType.SURVEY_FINISHED, content=view)
-    yield event_insert(event)
+    yield event_insert(_finished(client_id, view, traceparent))
     return Answer.of(200, view)
+
+
+def _finished(client_id: str, view: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    return event_params(
+        client_id=client_id,
+        event_type=EventType.SURVEY_FINISHED,
+        content=view,
+        traceparent=traceparent,
+    )
 
 
 def _completion_update(*, with_answers: bool) -> sa.Update:

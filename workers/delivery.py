@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from core import lifecycle
 from core.clock import utcnow
@@ -28,6 +30,7 @@ from core.database import Database
 from core.lifecycle import AttemptRecord, Claim, Health, Result, Status
 from core.metrics import ATTEMPT_DURATION, DELIVERIES, WAITING
 from core.settings import Settings
+from core.tracing import inject, parent_context, tracer
 from workers.backoff import next_delay_ms
 from workers.capacity import Capacity, Held
 from workers.errors import DeliveryError, TargetBlocked
@@ -41,6 +44,8 @@ logger = logging.getLogger("webhooks.worker")
 # The longest a delivery waits in the worker for a place in its endpoint's lane before
 # it is released for a later turn: a quick endpoint's queue clears well within it.
 LANE_MAX_WAIT_S = 0.25
+# Each attempt's client span (SPEC 17): a child of its event's trace context.
+ATTEMPT_SPAN = "webhook POST"
 
 
 @dataclass(frozen=True)
@@ -246,24 +251,31 @@ class Deliverer:
         )
 
     async def _post(self, claim: Claim) -> tuple[Reply | None, DeliveryError | None, int]:
-        """Sign and POST; the reply or the error, and how long it took."""
+        """Sign and POST, in the attempt's span, whose context the request carries as
+        `traceparent`; the reply or the error, and how long it took."""
         started = time.monotonic()
         body = claim.body.encode()
         # The configuration's extra headers cannot name one of ours (SPEC 13 refuses them).
         headers = claim.headers | webhook_headers(
             msg_id=claim.delivery_id, body=body, token=claim.token, secrets=claim.secrets
         )
-        try:
-            reply = await send(
-                self.http,
-                claim.url,
-                body=body,
-                headers=headers,
-                timeout_s=self.settings.request_timeout_s,
-                allow_private_targets=self.settings.allow_private_targets,
-            )
-        except DeliveryError as exc:
-            return None, exc, int((time.monotonic() - started) * 1000)
+        with _attempt_span(claim) as span:
+            inject(headers, span)
+            try:
+                reply = await send(
+                    self.http,
+                    claim.url,
+                    body=body,
+                    headers=headers,
+                    timeout_s=self.settings.request_timeout_s,
+                    allow_private_targets=self.settings.allow_private_targets,
+                )
+            except DeliveryError as exc:
+                _failed(span, exc.code)
+                return None, exc, int((time.monotonic() - started) * 1000)
+            span.set_attribute("http.response.status_code", reply.status_code)
+            if not _ok(reply):
+                _failed(span, str(reply.status_code))
         return reply, None, reply.duration_ms
 
     def _decide(self, claim: Claim, reply: Reply | None, error: DeliveryError | None) -> Outcome:
@@ -283,6 +295,31 @@ class Deliverer:
             now=utcnow(),
         )
         return Outcome(Status.PENDING, retry_in_ms=delay_ms, error=error)
+
+
+def _attempt_span(claim: Claim) -> trace.Span:
+    """The attempt's client span, started as a child of the delivery's event's context
+    (a new trace for a delivery that has none)."""
+    return tracer().start_span(
+        ATTEMPT_SPAN,
+        context=parent_context(claim.traceparent),
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": "POST",
+            "webhooks.config_id": claim.config_id,
+            "webhooks.delivery_id": claim.delivery_id,
+            "webhooks.event_id": claim.event_id,
+            "webhooks.event_type": claim.event_type,
+            "webhooks.attempt": claim.attempt,
+        },
+    )
+
+
+def _failed(span: trace.Span, error_type: str) -> None:
+    """Mark a failed attempt: `error.type` is our error code, or the status code of a
+    non-2xx reply, as OpenTelemetry's HTTP conventions have it."""
+    span.set_attribute("error.type", error_type)
+    span.set_status(StatusCode.ERROR, error_type)
 
 
 def _metric_outcome(outcome: Outcome) -> str:

@@ -48,6 +48,8 @@ class Claim:
     fifo: bool
     rate_limit_per_s: int | None
     max_in_flight: int | None
+    # The event's trace context: the parent of the attempt's span (SPEC 17).
+    traceparent: str | None
 
 
 def _secrets(config: dict[str, Any], now: datetime) -> list[str]:
@@ -82,6 +84,7 @@ _CLAIM = (
         deliveries.c.config_id,
         deliveries.c.body,
         deliveries.c.attempt_count,
+        deliveries.c.traceparent,
     )
 )
 _CONFIGS = sa.select(webhook_configs).where(_IDS.in_(webhook_configs.c.id))
@@ -140,6 +143,7 @@ def _claim(
         fifo=config["ordering"] == Ordering.FIFO,
         rate_limit_per_s=config["rate_limit_per_s"],
         max_in_flight=config["max_in_flight"],
+        traceparent=delivery["traceparent"],
     )
 
 

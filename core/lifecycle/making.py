@@ -27,6 +27,7 @@ DELIVERY_COLUMNS = (
     "created_at",
     "next_attempt_at",
     "seq",
+    "traceparent",
 )
 
 
@@ -40,9 +41,11 @@ def delivery_row(
     enabled: bool,
     now: datetime,
     seq: int | None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """A new delivery (a fresh id) of `body` to the configuration; `seq` orders it among
-    the configuration's deliveries (its event's outbox seq)."""
+    the configuration's deliveries (its event's outbox seq); `traceparent`, its event's
+    trace context, is the parent of each attempt's span (SPEC 17)."""
     return {
         "id": str(uuid.uuid4()),
         "config_id": config_id,
@@ -55,6 +58,7 @@ def delivery_row(
         "created_at": now,
         "next_attempt_at": now if enabled else None,
         "seq": seq,
+        "traceparent": traceparent,
     }
 
 

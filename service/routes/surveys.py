@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from core.database import WriteUnit
 from core.events import Survey
+from core.tracing import current_traceparent
 from service import idempotency, surveys
 from service.auth import client_id
 from service.bodies import validated
@@ -40,10 +41,19 @@ async def create_survey(request: Request) -> Response:
     body = await validated(request, SurveyCreate)
     if key is not None:
         scope = _scope(request, "POST /api/v2/surveys", key, body)
-        work = surveys.creating(scope.client_id, patient_id=body.patient_id, answers=body.answers)
+        work = surveys.creating(
+            scope.client_id,
+            patient_id=body.patient_id,
+            answers=body.answers,
+            traceparent=current_traceparent(),
+        )
         return await _once(request, scope, work)
     survey = await surveys.create_survey(
-        request.app.state.db, client_id(request), patient_id=body.patient_id, answers=body.answers
+        request.app.state.db,
+        client_id(request),
+        patient_id=body.patient_id,
+        answers=body.answers,
+        traceparent=current_traceparent(),
     )
     _wake_poller(request)
     return JSONResponse(survey, status_code=201)
@@ -64,7 +74,9 @@ async def update_survey(request: Request) -> Response:
     if key is not None:
         survey_id = request.path_params["survey_id"]
         scope = _scope(request, f"PATCH /api/v2/surveys/{survey_id}", key, body)
-        work = surveys.completing(scope.client_id, survey_id, answers=body.answers)
+        work = surveys.completing(
+            scope.client_id, survey_id, answers=body.answers, traceparent=current_traceparent()
+        )
         return await _once(request, scope, work)
     try:
         survey = await surveys.complete_survey(
@@ -72,6 +84,7 @@ async def update_survey(request: Request) -> Response:
             client_id(request),
             request.path_params["survey_id"],
             answers=body.answers,
+            traceparent=current_traceparent(),
         )
     except surveys.SurveyAlreadyCompleted:
         raise Conflict(surveys.ALREADY_COMPLETED) from None

@@ -114,7 +114,8 @@ async def test_the_request_is_exactly_spec_6(
     [request] = receiver.requests
     assert request.method == "POST"
     assert str(request.url) == URL
-    assert set(request.headers) - TRANSPORT_HEADERS == SPEC_HEADERS
+    # SPEC 6's headers, and SPEC 17's trace context.
+    assert set(request.headers) - TRANSPORT_HEADERS == SPEC_HEADERS | {"traceparent"}
     assert request.headers["content-type"] == "application/json"
     assert request.headers["x-webhook-infermedica-token"] == TOKEN
     assert request.headers["webhook-id"] == delivery_id
