@@ -72,8 +72,10 @@ class Api:
                 raise ApiError(message, status=response.status)
             return await response.json()
 
-    async def create_config(self, url: str, events: list[str]) -> str:
-        body = {"url": url, "subscribed_events": events}
+    async def create_config(
+        self, url: str, events: list[str], *, controls: dict[str, Any] | None = None
+    ) -> str:
+        body = {"url": url, "subscribed_events": events, **(controls or {})}
         created = await self._call("POST", "/api/v2/config/webhook", expect=201, json=body)
         return str(created["id"])
 

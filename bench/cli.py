@@ -47,6 +47,16 @@ def _postgres_url(value: str) -> str:
     return value
 
 
+def _controls(value: str) -> dict[str, Any]:
+    try:
+        controls = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(controls, dict):
+        raise argparse.ArgumentTypeError("a JSON object of SPEC 13's fields")
+    return controls
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -95,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--completions", type=_positive, help="surveys completed in GET vs PATCH (overrides)"
+    )
+    parser.add_argument(
+        "--controls",
+        type=_controls,
+        help="delivery controls (SPEC 13) of every configuration, as JSON, e.g. "
+        '\'{"filter": "content.id != null", "headers": {"X-Tenant": "a"}, "payload": "thin"}\'',
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
     soak = parser.add_argument_group("soak", "steady load, then memory, descriptors, losses")
@@ -162,6 +178,7 @@ def _benchmark(args: argparse.Namespace) -> None:
         profile_dir=args.profile,
         show_progress=not args.no_progress,
         endpoints_only=args.endpoints_only,
+        controls=args.controls,
     )
     report = _guarded(lambda: run(options))
     _print(report.table(), report.as_json(), as_json=args.json)

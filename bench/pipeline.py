@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.api import Api, Created, Receipt, ReceiverClient
 from bench.progress import Progress
@@ -95,10 +96,13 @@ class Run:
         return percentiles(samples)
 
 
-async def create_configs(api: Api, receiver_url: str, *, fanout: int) -> list[str]:
-    """`fanout` configurations subscribed to `survey_created`, each its own receiver path."""
+async def create_configs(
+    api: Api, receiver_url: str, *, fanout: int, controls: dict[str, Any] | None = None
+) -> list[str]:
+    """`fanout` configurations subscribed to `survey_created`, each its own receiver path,
+    with the delivery `controls` (SPEC 13) given."""
     return [
-        await api.create_config(f"{receiver_url}/hook/{number}", SUBSCRIBED)
+        await api.create_config(f"{receiver_url}/hook/{number}", SUBSCRIBED, controls=controls)
         for number in range(fanout)
     ]
 

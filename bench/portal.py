@@ -44,14 +44,17 @@ from bench.stack import (
     webhooks_cli,
 )
 from core.clock import utcnow
-from core.database import execute_many, open_database
+from core.database import Query, WriteUnit, open_database, run_in_transaction
 from core.events import event_body
+from core.lifecycle import DELIVERY_COLUMNS, delivery_row
 from core.tables import attempts, deliveries
 
 WARMUP = 3
 STATUSES = [("delivered", 0.90), ("failed", 0.05), ("pending", 0.03), ("held", 0.02)]
+# The columns of a new delivery (`core.lifecycle.delivery_row`), and those of its history.
+_HISTORY = ("lease_expires_at", "last_attempt_at", "delivered_at")
 _DELIVERY = deliveries.insert().values(
-    {name: sa.bindparam(name) for name in (c.name for c in deliveries.columns)}
+    {name: sa.bindparam(name) for name in (*DELIVERY_COLUMNS, *_HISTORY)}
 )
 _ATTEMPT = attempts.insert().values(
     {name: sa.bindparam(name) for name in (c.name for c in attempts.columns if c.name != "id")}
@@ -67,18 +70,22 @@ def _rows(config: dict[str, Any], client_id: str, count: int) -> tuple[list[Any]
         status = random.choices([s for s, _ in STATUSES], weights)[0]
         created_at = now - timedelta(seconds=30 * 3600 * n / count)
         tries = {"delivered": random.choice((1, 1, 1, 2)), "failed": 4, "pending": 1}.get(status, 0)
-        delivery_id = str(uuid.uuid4())
+        row = delivery_row(
+            config_id=config["id"],
+            client_id=client_id,
+            event_id=str(uuid.uuid4()),
+            event_type="survey_created",
+            body=body,
+            enabled=True,
+            now=created_at,
+            seq=None,
+        )
+        delivery_id = row["id"]
         made.append(
             {
-                "id": delivery_id,
-                "config_id": config["id"],
-                "client_id": client_id,
-                "event_id": str(uuid.uuid4()),
-                "event_type": "survey_created",
-                "body": body,
+                **row,
                 "status": status,
                 "attempt_count": tries,
-                "created_at": created_at,
                 "next_attempt_at": now + timedelta(minutes=5) if status == "pending" else None,
                 "lease_expires_at": None,
                 "last_attempt_at": created_at + timedelta(seconds=tries) if tries else None,
@@ -103,6 +110,11 @@ def _rows(config: dict[str, Any], client_id: str, count: int) -> tuple[list[Any]
     return made, tried
 
 
+def _filling(made: list[dict[str, Any]], tried: list[dict[str, Any]]) -> WriteUnit[None]:
+    yield Query.for_each(_DELIVERY, made)
+    yield Query.for_each(_ATTEMPT, tried)
+
+
 def _fill(database_url: str, config: dict[str, Any], client_id: str, count: int) -> None:
     made, tried = _rows(config, client_id, count)
 
@@ -110,9 +122,7 @@ def _fill(database_url: str, config: dict[str, Any], client_id: str, count: int)
         db = open_database(database_url)
         await db.connect()
         try:
-            async with db.transaction():
-                await execute_many(db, _DELIVERY, made)
-                await execute_many(db, _ATTEMPT, tried)
+            await run_in_transaction(db, _filling(made, tried))
         finally:
             await db.disconnect()
 

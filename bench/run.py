@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from bench import baseline, pipeline
 from bench.api import Api, ReceiverClient
@@ -94,6 +95,7 @@ class Options:
     profile_dir: Path | None
     show_progress: bool
     endpoints_only: bool = False
+    controls: dict[str, Any] | None = None
 
 
 def worker_concurrency_default() -> int:
@@ -190,7 +192,9 @@ async def _measure(
             Api(service.base_url, keys[1], concurrency=concurrency) as completer,
         ):
             report = Report.start(options)
-            configs = await pipeline.create_configs(api, receiver_url, fanout=options.fanout)
+            configs = await pipeline.create_configs(
+                api, receiver_url, fanout=options.fanout, controls=options.controls
+            )
             await warm_up(
                 api,
                 receiver,
