@@ -58,12 +58,7 @@ async def create_survey(
     `traceparent`, the request's trace context (SPEC 17)."""
     row = _new_survey(client_id, patient_id, answers)
     view = survey_view(row)
-    event = event_params(
-        client_id=client_id,
-        event_type=EventType.SURVEY_CREATED,
-        content=view,
-        traceparent=traceparent,
-    )
+    event = _created(client_id, view, traceparent)
     values = {name: row[name] for name in _SURVEY_COLUMNS}
     await write_with_event(db, _INSERT_SURVEY, values, event)
     return view
@@ -76,12 +71,7 @@ def creating(
     on another thread: the trace context is given, never read from the current one.)"""
     row = _new_survey(client_id, patient_id, answers)
     view = survey_view(row)
-    event = event_params(
-        client_id=client_id,
-        event_type=EventType.SURVEY_CREATED,
-        content=view,
-        traceparent=traceparent,
-    )
+    event = _created(client_id, view, traceparent)
     yield Query(_INSERT_SURVEY, {name: row[name] for name in _SURVEY_COLUMNS})
     yield event_insert(event)
     return Answer.of(201, view)
@@ -164,13 +154,20 @@ def completing(
     return Answer.of(200, view)
 
 
-def _finished(client_id: str, view: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+def _event(
+    event_type: EventType, client_id: str, view: dict[str, Any], traceparent: str | None
+) -> dict[str, Any]:
     return event_params(
-        client_id=client_id,
-        event_type=EventType.SURVEY_FINISHED,
-        content=view,
-        traceparent=traceparent,
+        client_id=client_id, event_type=event_type, content=view, traceparent=traceparent
     )
+
+
+def _created(client_id: str, view: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    return _event(EventType.SURVEY_CREATED, client_id, view, traceparent)
+
+
+def _finished(client_id: str, view: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    return _event(EventType.SURVEY_FINISHED, client_id, view, traceparent)
 
 
 def _completion_update(*, with_answers: bool) -> sa.Update:

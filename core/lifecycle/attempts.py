@@ -176,13 +176,16 @@ def _parking(claim: Claim) -> WriteUnit[Status | None]:
     return status
 
 
+# The delivery `delivery_id` while the lease `held_lease` is still its own: pending and
+# not taken over by another worker after the lease ran out.
+STILL_LEASED = sa.and_(
+    deliveries.c.id == sa.bindparam("delivery_id"),
+    deliveries.c.status == Status.PENDING,
+    deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
+)
 _RELEASE = (
     deliveries.update()
-    .where(
-        deliveries.c.id == sa.bindparam("delivery_id"),
-        deliveries.c.status == Status.PENDING,
-        deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
-    )
+    .where(STILL_LEASED)
     .values(
         lease_expires_at=None,
         next_attempt_at=sa.bindparam("due_at"),

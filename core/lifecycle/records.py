@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from core import operational
 from core.database import Database, Query, WriteUnit, run_in_transaction
 from core.events import OPERATIONAL_EVENTS
-from core.lifecycle.attempts import Claim
+from core.lifecycle.attempts import STILL_LEASED, Claim
 from core.lifecycle.status import Status
 from core.tables import attempts, deliveries, webhook_configs
 
@@ -56,11 +56,7 @@ _INSERT_ATTEMPT = attempts.insert().values(
 # taken over belongs to the new holder (the attempt is still on record).
 _UPDATE_DELIVERY = (
     deliveries.update()
-    .where(
-        deliveries.c.id == sa.bindparam("delivery_id"),
-        deliveries.c.status == Status.PENDING,
-        deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
-    )
+    .where(STILL_LEASED)
     .values(
         status=sa.bindparam("status"),
         attempt_count=sa.bindparam("number"),

@@ -14,7 +14,6 @@ poller and worker (PostgreSQL, Redis), a real receiver on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from core.database import Database, open_database, record_dict
-from core.tables import metadata
+from core.database import open_database
 from tests.e2e.harness import (
     CONFIGS,
     Stack,
@@ -36,6 +33,7 @@ from tests.e2e.harness import (
     serve_stack,
     settled,
 )
+from tests.outbox.helpers import where_found as where_found_in
 from tests.receivers import Receiver
 from tests.servers import RedisServer, postgres_database
 from tests.v1a import VerificationError, verify
@@ -70,21 +68,11 @@ def where_found(stack: Stack, *needles: str) -> list[str]:
     """`table.column` of every value, in every row of every table of the stack's
     database, whose text or JSON contains one of `needles`."""
 
-    async def scan(db: Database) -> list[str]:
-        found = []
-        for table in metadata.sorted_tables:
-            for row in await db.fetch_all(sa.select(table)):
-                for column, value in record_dict(row).items():
-                    text = value if isinstance(value, str) else json.dumps(value, default=str)
-                    if any(needle in text for needle in needles):
-                        found.append(f"{table.name}.{column}")
-        return found
-
     async def run() -> list[str]:
         db = open_database(stack.env["DATABASE_URL"])
         await db.connect()
         try:
-            return await scan(db)
+            return await where_found_in(db, *needles)
         finally:
             await db.disconnect()
 

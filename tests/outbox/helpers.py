@@ -5,6 +5,7 @@ what the tests assert on, isolated databases, and polling with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from core.events import event_body
 from core.lifecycle import delivery_row, insert_deliveries
 from core.migrate import upgrade
 from core.signing_keys import SignatureScheme
-from core.tables import attempts, deliveries, outbox, surveys, webhook_configs
+from core.tables import attempts, deliveries, metadata, outbox, surveys, webhook_configs
 from outbox.writer import add_event
 from tests.servers import postgres_database
 
@@ -216,3 +217,16 @@ def then(unit: WriteUnit[Any], rows: list[Any]) -> WriteUnit[Any]:
         except StopIteration as stop:
             return stop.value
         rows = yield query
+
+
+async def where_found(db: Database, *needles: str) -> list[str]:
+    """`table.column` of every text or JSON value, in every row of every table, that
+    contains one of `needles`."""
+    found = []
+    for table in metadata.sorted_tables:
+        for row in await db.fetch_all(sa.select(table)):
+            for column, value in record_dict(row).items():
+                text = value if isinstance(value, str) else json.dumps(value, default=str)
+                if any(needle in text for needle in needles):
+                    found.append(f"{table.name}.{column}")
+    return found

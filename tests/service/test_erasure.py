@@ -26,7 +26,6 @@ from core.tables import (
     deliveries,
     erasures,
     idempotency_keys,
-    metadata,
     outbox,
     surveys,
 )
@@ -38,6 +37,7 @@ from tests.outbox.helpers import (
     new_config,
     outbox_rows,
     survey_rows,
+    where_found,
 )
 from tests.service.portal.support import sign_in
 from tests.service.support import assert_error, error_fields, snapshot
@@ -52,19 +52,6 @@ def erase_path(patient_id: str) -> str:
 def _db(app: Starlette) -> Database:
     db: Database = app.state.db
     return db
-
-
-async def where_found(db: Database, *needles: str) -> list[str]:
-    """`table.column` of every text or JSON value, in every row of every table, that
-    contains one of `needles`."""
-    found = []
-    for table in metadata.sorted_tables:
-        for row in await db.fetch_all(sa.select(table)):
-            for column, value in record_dict(row).items():
-                text = value if isinstance(value, str) else json.dumps(value, default=str)
-                if any(needle in text for needle in needles):
-                    found.append(f"{table.name}.{column}")
-    return found
 
 
 @dataclass
