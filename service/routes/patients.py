@@ -29,7 +29,8 @@ async def erase_patient(request: Request) -> JSONResponse:
 
 
 routes = [
-    # `path`, not the default segment: a patient id may hold a `/` (sent as `%2F`).
+    # `path`, not the default segment: a patient id may hold a `/` (sent as `%2F`). A
+    # line break in it stops the router (its patterns end at one): that is a 404.
     ApiRoute(
         "/patients/{patient_id:path}/erase",
         erase_patient,
@@ -41,7 +42,7 @@ routes = [
             "patients",
             {202: Erasure},
             path=PatientPath,
-            errors=(422,),
+            errors=(404, 422),
         ),
     ),
 ]

@@ -65,7 +65,8 @@ def schema(stack: Stack) -> OpenApiSchema:
 
 
 def _real_ids(stack: Stack, auth: dict[str, str]) -> dict[str, str]:
-    """A new configuration, one delivery of it and a new survey: ids that exist."""
+    """A new configuration, one delivery of it, a new survey and its patient: ids that
+    exist."""
     with httpx.Client(base_url=stack.base_url + "/api/v2", headers=auth) as api:
         config = api.post(
             "/config/webhook",
@@ -81,6 +82,7 @@ def _real_ids(stack: Stack, auth: dict[str, str]) -> dict[str, str]:
         "config_id": config_id,
         "delivery_id": ping.json()["delivery_id"],
         "survey_id": survey.json()["id"],
+        "patient_id": survey.json()["patient_id"],
     }
 
 
