@@ -125,13 +125,14 @@ def _truthy(value: Any) -> bool:
 def passes(expression: str | None, event_type: str, content: dict[str, Any]) -> bool:
     """Whether an event goes to a configuration with this `filter`: evaluated over the
     full body `{"event_type", "content"}`. An expression that fails at run time (a
-    function given the wrong type) lets nothing through, like a false one."""
+    function given the wrong type, `>` between a string and a number) lets nothing
+    through, like a false one. Never raises: one event must not stop the fan-out."""
     if expression is None:
         return True
     body = {"event_type": event_type, "content": content}
     try:
         return _truthy(compile_filter(expression).search(body))
-    except (jmespath_errors.JMESPathError, RecursionError) as exc:
+    except Exception as exc:  # jmespath raises TypeError too, and FilterError, RecursionError
         logger.warning("filter failed on an event, not delivered: %s", type(exc).__name__)
         return False
 
@@ -140,7 +141,7 @@ def body_for(event_type: str, content: dict[str, Any], payload: str) -> str:
     """The request body for a configuration with this `payload`: a thin survey event
     carries only the survey's id; every other event goes whole."""
     if payload == Payload.THIN and event_type in SURVEY_EVENTS:
-        return event_body(event_type, {"id": content["id"]})
+        return event_body(event_type, {"id": content.get("id")})
     return event_body(event_type, content)
 
 

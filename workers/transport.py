@@ -43,6 +43,16 @@ MAX_RESPONSE_BODY_BYTES = 16 * 1024
 # Sent with every request, as httpx's client did by default. Only the first 16 KiB of a
 # reply are kept: inflating a compressed body is wasted work, hence `identity`.
 DEFAULT_HEADERS = {"accept": "*/*", "accept-encoding": "identity", "connection": "keep-alive"}
+
+
+def _with_defaults(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` and those of `DEFAULT_HEADERS` they do not name in any case: a
+    configuration's `Accept` replaces ours instead of going out beside it."""
+    given = {name.lower() for name in headers}
+    defaults = {name: value for name, value in DEFAULT_HEADERS.items() if name not in given}
+    return {**defaults, **headers}
+
+
 # Parsed URLs kept: a worker sends to the same few endpoints over and over.
 _PARSED_URLS = 1024
 
@@ -134,7 +144,7 @@ async def send(
             request = httpx.Request(
                 "POST",
                 target,
-                headers=DEFAULT_HEADERS | dict(headers),
+                headers=_with_defaults(headers),
                 content=body,
                 extensions={"timeout": httpx.Timeout(timeout_s).as_dict()},
             )

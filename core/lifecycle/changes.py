@@ -93,7 +93,12 @@ def emptying(client_id: str, *, event_ids: list[str], survey_ids: list[str]) -> 
     yield Query(
         deliveries.update()
         .where(theirs, deliveries.c.status.in_(CANCELLABLE))
-        .values(status=Status.CANCELLED, next_attempt_at=None, lease_expires_at=None)
+        .values(
+            status=Status.CANCELLED,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            waiting_reason=None,
+        )
     )
     emptied = yield Query(
         deliveries.update().where(theirs).values(body=_EMPTIED_BODY).returning(deliveries.c.id)

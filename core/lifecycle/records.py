@@ -49,8 +49,27 @@ class Result:
 
 
 _ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
-_INSERT_ATTEMPT = attempts.insert().values(
-    {name: sa.bindparam(name) for name in ["delivery_id", "number", *_ATTEMPT_FIELDS]}
+
+
+def _value(name: str) -> sa.BindParameter[Any]:
+    # In a SELECT list a parameter has no type of its own: the column's is given (asyncpg
+    # renders it as a cast; its bind processor runs on every backend).
+    return sa.bindparam(name, type_=attempts.c[name].type)
+
+
+# The receiver's answer is kept unless the delivery was cancelled while in flight: an
+# erasure (SPEC 14) that committed meanwhile must not get the patient back from an echo.
+_INSERT_ATTEMPT = attempts.insert().from_select(
+    ["delivery_id", "number", *_ATTEMPT_FIELDS],
+    sa.select(
+        deliveries.c.id,
+        *(
+            sa.case((deliveries.c.status == Status.CANCELLED, sa.null()), else_=_value(name))
+            if name == "response_body"
+            else _value(name)
+            for name in ("number", *_ATTEMPT_FIELDS)
+        ),
+    ).where(deliveries.c.id == sa.bindparam("delivery_id")),
 )
 # A delivery cancelled while in flight stays cancelled; one whose lease ran out and was
 # taken over belongs to the new holder (the attempt is still on record).
@@ -109,7 +128,11 @@ def _recording(
 
 _DISABLE = (
     webhook_configs.update()
-    .where(webhook_configs.c.id == sa.bindparam("config_id"), webhook_configs.c.enabled.is_(True))
+    .where(
+        webhook_configs.c.id == sa.bindparam("config_id"),
+        webhook_configs.c.enabled.is_(True),
+        webhook_configs.c.deleted_at.is_(None),
+    )
     .values(enabled=False, disabled_reason=sa.bindparam("disabled_reason"))
     .returning(webhook_configs.c.id)
 )

@@ -254,3 +254,15 @@ async def test_a_survey_event_still_goes_to_every_subscriber(db: Database, clien
 
     made = await deliveries_of(db, client_id=client_id, event_type="survey_created")
     assert sorted(row["config_id"] for row in made) == sorted([one["id"], two["id"]])
+
+
+async def test_a_410_after_the_configuration_was_deleted_is_not_announced(
+    db: Database, client_id: str
+) -> None:
+    config = await new_config(db, client_id)
+    [claim] = await lifecycle.claim(db, [await new_delivery(db, config)], lease_s=LEASE_S)
+    await configs.delete_config(db, client_id, config["id"])
+
+    await _record(db, claim, status=Status.FAILED, health=Health.GONE, status_code=410)
+
+    assert await _operational(db, client_id) == []

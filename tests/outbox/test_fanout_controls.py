@@ -102,6 +102,15 @@ async def test_the_filter_sees_the_full_body_of_a_thin_configuration(db: Databas
     assert json.loads(kept["body"])["content"] == {"id": "s-1"}
 
 
+def test_a_filter_that_fails_on_an_event_lets_it_not_through_and_never_raises() -> None:
+    """jmespath raises TypeError on `>` between a string and a number: one such event must
+    not stop the fan-out of every client's events."""
+    content = {"answers": {"age": "forty"}}
+
+    assert passes("content.answers.age > `18`", "survey_created", content) is False
+    assert passes("length(content.answers.age)", "survey_created", {"answers": {}}) is False
+
+
 def test_truth_is_jmespath_truth() -> None:
     content = {"zero": 0, "empty": "", "list": [], "object": {}, "no": False, "text": "x"}
 

@@ -425,3 +425,31 @@ def test_blocked_resolution_is_an_os_error_for_aiohttp() -> None:
     # aiohttp wraps only OSErrors from a resolver as a connection error.
     assert issubclass(BlockedResolution, OSError)
     assert not issubclass(aiohttp.ClientError, BlockedResolution)
+
+
+async def test_a_configuration_header_replaces_a_default_of_another_case() -> None:
+    """SPEC 13 allows `Accept` or `Connection` among a configuration's headers: it goes
+    out once, in place of ours, not beside it."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    headers = {**HEADERS, "Accept": "application/json", "X-Tenant": "acme"}
+    async with httpx.MockTransport(handle) as transport:
+        await send(
+            transport,
+            "http://receiver.example/in",
+            body=BODY,
+            headers=headers,
+            timeout_s=TIMEOUT_S,
+            allow_private_targets=True,
+        )
+
+    [request] = seen
+    names = [name.lower() for name, _ in request.headers.raw]
+    assert names.count(b"accept") == 1
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["x-tenant"] == "acme"
+    assert request.headers["connection"] == "keep-alive"

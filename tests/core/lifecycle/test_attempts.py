@@ -301,12 +301,35 @@ async def test_a_delivery_cancelled_in_flight_stays_cancelled(
         next_attempt_at=None,
     )
 
-    # Then the attempt is in the audit but the delivery stays cancelled
+    # Then the attempt is in the audit, without the receiver's answer (an erasure cancels
+    # too, and the answer may echo the patient), and the delivery stays cancelled
     row = await delivery(db, delivery_id)
     assert row["status"] == "cancelled"
     assert row["delivered_at"] is None
     assert row["next_attempt_at"] is None
-    assert len(await attempts_of(db, delivery_id)) == 1
+    [attempt] = await attempts_of(db, delivery_id)
+    assert (attempt["status_code"], attempt["response_body"]) == (200, None)
+
+
+async def test_an_attempt_keeps_the_receivers_answer(
+    db: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
+) -> None:
+    delivery_id = await new_delivery(db, config)
+    claim = await _claimed(db, delivery_id)
+
+    await _record(
+        db,
+        claim,
+        _attempt(status_code=500, error="http_status", body="upstream down"),
+        status=Status.PENDING,
+        next_attempt_at=T0 + timedelta(minutes=1),
+    )
+
+    [attempt] = await attempts_of(db, delivery_id)
+    assert (attempt["number"], attempt["status_code"], attempt["error"]) == (1, 500, "http_status")
+    assert attempt["response_body"] == "upstream down"
+    assert attempt["started_at"] == T0
+    assert attempt["duration_ms"] == 250
 
 
 async def test_park_holds_a_delivery_of_a_disabled_configuration(

@@ -15,6 +15,7 @@ from core.clock import utcnow
 from core.database import Database
 from core.lifecycle import AttemptRecord, Claim, Health, Result, Status
 from core.tables import outbox
+from outbox.fanout import fan_out_batch
 from outbox.writer import add_event
 from tests.outbox.helpers import TOKEN, delivery, new_client_id, new_delivery
 
@@ -46,6 +47,10 @@ async def _record(db: Database, claim: Claim, status: Status, *, retry_in_s: flo
         claim=claim, attempt=attempt, status=status, next_attempt_at=due, health=Health.OK
     )
     await lifecycle.record(db, [result], disable_after_s=3600)
+    # A `failed` one writes its `delivery_failed` event: the poller fans it out, so that
+    # it holds back no later delivery of the client (the fifo rule waits for the outbox).
+    while (await fan_out_batch(db, batch_size=100)).events:
+        pass
 
 
 async def _claim(db: Database, ids: list[str]) -> list[str]:
