@@ -113,3 +113,10 @@ def api_operations(app: Starlette) -> list[tuple[str, str]]:
 def fill_path(path: str, value: str) -> str:
     """`path` with every `{parameter}` replaced by `value`."""
     return re.sub(r"\{[^}]+\}", value, path)
+
+
+class Enqueued(list[str]):
+    """The app's `enqueue`: records the delivery ids the API makes due."""
+
+    async def __call__(self, delivery_ids: list[str]) -> None:
+        self.extend(delivery_ids)

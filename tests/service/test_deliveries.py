@@ -21,7 +21,7 @@ from core.tables import attempts
 from service.app import create_app
 from tests.conftest import NewClient
 from tests.outbox.helpers import delivery, disable_config, new_delivery
-from tests.service.support import CONFIGS, assert_error, create_config, error_fields
+from tests.service.support import CONFIGS, Enqueued, assert_error, create_config, error_fields
 
 ITEM_FIELDS = {
     "id",
@@ -35,13 +35,6 @@ ITEM_FIELDS = {
     "delivered_at",
 }
 ATTEMPT_FIELDS = {"number", "started_at", "duration_ms", "status_code", "error", "response_body"}
-
-
-class Enqueued(list[str]):
-    """The app's `enqueue`: records the delivery ids the API makes due."""
-
-    async def __call__(self, delivery_ids: list[str]) -> None:
-        self.extend(delivery_ids)
 
 
 @pytest.fixture

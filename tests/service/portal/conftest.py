@@ -13,7 +13,7 @@ from core.database import Database
 from core.settings import Settings
 from service.app import create_app
 from tests.conftest import NewClient
-from tests.service.portal.support import Enqueued
+from tests.service.support import Enqueued
 
 Browsers = Callable[[], Awaitable[httpx.AsyncClient]]
 

@@ -20,13 +20,6 @@ from tests.service.support import create_config
 SESSIONS = "/api/v2/portal/sessions"
 
 
-class Enqueued(list[str]):
-    """The app's `enqueue`: records the delivery ids made due."""
-
-    async def __call__(self, delivery_ids: list[str]) -> None:
-        self.extend(delivery_ids)
-
-
 def bearer(client: dict[str, str]) -> dict[str, str]:
     return {"Authorization": client["Authorization"]}
 

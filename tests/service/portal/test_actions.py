@@ -17,7 +17,6 @@ from service.app import create_app
 from tests.conftest import NewClient, make_settings
 from tests.outbox.helpers import delivery, disable_config, new_delivery
 from tests.service.portal.support import (
-    Enqueued,
     bearer,
     failed_delivery,
     new_config,
@@ -25,7 +24,7 @@ from tests.service.portal.support import (
     post_form,
     sign_in,
 )
-from tests.service.support import CONFIGS, config_row
+from tests.service.support import CONFIGS, Enqueued, config_row
 
 
 @pytest.fixture

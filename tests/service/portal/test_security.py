@@ -22,13 +22,12 @@ from service.routing import ApiRoute, PageRoute
 from tests.conftest import NewClient, make_settings
 from tests.outbox.helpers import new_delivery
 from tests.service.portal.support import (
-    Enqueued,
     failed_delivery,
     new_config,
     page,
     sign_in,
 )
-from tests.service.support import snapshot
+from tests.service.support import Enqueued, snapshot
 
 
 @dataclass
