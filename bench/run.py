@@ -27,6 +27,7 @@ from bench.stack import (
     VENV_BIN,
     BenchError,
     Child,
+    Server,
     Service,
     create_api_key,
     free_port,
@@ -138,7 +139,7 @@ def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
     log_dir = options.log_dir or work_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     progress.step("setup", "redis, database, receiver")
-    observed: list[Child] = []
+    observed: list[Child | Server] = []
     if options.redis_url:
         redis_url = options.redis_url
     else:
@@ -146,6 +147,7 @@ def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
         redis_url, observed = redis.url, [redis.child]
     if options.database_url:
         database_url = stack.enter_context(fresh_postgres(options.database_url))
+        observed.append(Server("postgres", "postgres"))
     else:
         database_url = f"sqlite:///{work_dir / 'webhooks.db'}"
     receiver = stack.enter_context(receiver_process(log_dir))
@@ -177,7 +179,7 @@ def _run(options: Options, stack: ExitStack, progress: Progress) -> Report:
 async def _measure(
     options: Options,
     service: Service,
-    observed: list[Child],
+    observed: list[Child | Server],
     receiver_url: str,
     keys: tuple[str, str],
     progress: Progress,
@@ -267,7 +269,7 @@ async def _endpoints(
     config_id: str,
     options: Options,
     progress: Progress,
-    observed: list[Child],
+    observed: list[Child | Server],
     *,
     profile: Service | None = None,
 ) -> pipeline.EndpointRates:
@@ -323,7 +325,7 @@ async def warm_up(
 async def _baselines(
     report: Report,
     receiver: ReceiverClient,
-    observed: list[Child],
+    observed: list[Child | Server],
     options: Options,
     progress: Progress,
 ) -> None:
@@ -346,7 +348,7 @@ async def _baselines(
     await receiver.reset()
 
 
-def _cpu_s(children: list[Child]) -> dict[str, float | None]:
+def _cpu_s(children: list[Child | Server]) -> dict[str, float | None]:
     """CPU seconds used so far by each process, this one as `bench`."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {

@@ -140,6 +140,38 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Server:
+    """A server the bench did not start (PostgreSQL), watched for CPU like a `Child`."""
+
+    name: str
+    command: str
+
+    def cpu_s(self) -> float | None:
+        return server_cpu_s(self.command)
+
+
+def server_cpu_s(command: str) -> float | None:
+    """CPU seconds so far of every process named `command` on this machine (a server and
+    its workers, `postgres`), with what its exited children used; None if there is none.
+    A server on another machine, or one shared with other work, is not told apart."""
+    total, found = 0, False
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if name != command:
+            continue
+        fields = rest.split()
+        # utime, stime, cutime, cstime (proc(5) fields 14-17): a backend that exited is
+        # counted in its parent's cutime and cstime.
+        total += sum(int(value) for value in fields[11:15])
+        found = True
+    return total / os.sysconf("SC_CLK_TCK") if found else None
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process `pid` (Linux `/proc`), None where unknown."""
     try:

@@ -14,6 +14,10 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 CHANNEL = "webhooks:outbox:wake"
+# A process publishes at most this often; notifies in between share the next publish.
+# The poller starts a round at most as often (`outbox.poller.MIN_ROUND_INTERVAL_S`),
+# so more wake-ups would only cost the web and the poller a Redis message each.
+MIN_PUBLISH_INTERVAL_S = 0.005
 logger = logging.getLogger("webhooks.outbox")
 
 
@@ -57,8 +61,9 @@ class RedisWakeup(LocalWakeup):
         self._again = False
 
     def notify(self) -> None:
-        # Notifies made while a publish is on its way share the next one: under load the
-        # poller gets one message per round trip to Redis instead of one per commit.
+        # Notifies made while a publish is on its way, or within `MIN_PUBLISH_INTERVAL_S`
+        # of it, share the next one: under load the poller gets a message per interval
+        # instead of one per commit; the first notify after a quiet spell goes at once.
         self._again = True
         if self._publisher is not None and not self._publisher.done():
             return
@@ -68,9 +73,12 @@ class RedisWakeup(LocalWakeup):
         task.add_done_callback(self._pending.discard)
 
     async def _publish_while_notified(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._again:
             self._again = False
+            started = loop.time()
             await self._publish()
+            await asyncio.sleep(max(0.0, started + MIN_PUBLISH_INTERVAL_S - loop.time()))
 
     async def _publish(self) -> None:
         try:

@@ -1,6 +1,12 @@
 """Finding deliveries that no worker is on: due for longer than a lease with no live
 lease (the worker died mid-request, or the queue message was lost to a crash or a
-`FLUSHALL`). They are re-enqueued; the lease makes a duplicate message harmless."""
+`FLUSHALL`). They are re-enqueued; the lease makes a duplicate message harmless.
+
+A long queue is not a lost message. A delivery's message joins the queue when it falls
+due, and the queue is taken in order, so while the workers are on deliveries that fell
+due at P, one that fell due after P may simply not have been reached. Only those due
+more than the grace before both now and P are stranded: during a backlog of a minute
+the sweep waits for the workers instead of queueing the backlog a second time."""
 
 from __future__ import annotations
 
@@ -9,22 +15,27 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from core.clock import utcnow
-from core.database import Database, fetch_all
+from core.database import Database, fetch_all, fetch_one
 from core.lifecycle.status import Status
-from core.tables import deliveries
+from core.tables import UTCDateTime, deliveries
 
 SWEEP_BATCH = 1000
 
 
 async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
-    """Mark stranded deliveries as due now (so the next sweep waits `grace_s` again) and
-    return their ids for re-enqueueing."""
+    """Mark stranded deliveries (see the module docstring) as due now, so that the next
+    sweep waits `grace_s` again, and return their ids for re-enqueueing."""
     now = utcnow()
+    grace = timedelta(seconds=grace_s)
+    horizon = now - grace
+    reached = await fetch_one(db, _QUEUE_POSITION, {"now": now})
+    if reached is not None:
+        horizon = min(horizon, reached["next_attempt_at"] - grace)
     stranded = (
         sa.select(deliveries.c.id)
         .where(
             deliveries.c.status == Status.PENDING,
-            deliveries.c.next_attempt_at <= now - timedelta(seconds=grace_s),
+            deliveries.c.next_attempt_at <= horizon,
             sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
         )
         .limit(SWEEP_BATCH)
@@ -37,3 +48,18 @@ async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
         .returning(deliveries.c.id),
     )
     return [str(row["id"]) for row in rows]
+
+
+# Where the workers are in the queue: the latest due time of a delivery in flight (due,
+# with a live lease). An index scan down from now that stops at the first one: short
+# unless the queue is long.
+_QUEUE_POSITION = (
+    sa.select(deliveries.c.next_attempt_at)
+    .where(
+        deliveries.c.status == Status.PENDING,
+        deliveries.c.next_attempt_at <= sa.bindparam("now", type_=UTCDateTime),
+        deliveries.c.lease_expires_at > sa.bindparam("now", type_=UTCDateTime),
+    )
+    .order_by(deliveries.c.next_attempt_at.desc())
+    .limit(1)
+)

@@ -86,6 +86,25 @@ async def test_a_delivery_with_a_live_lease_is_not_swept(
     assert await sweep_stranded(idb, grace_s=GRACE_S) == [delivery_id]
 
 
+async def test_a_delivery_behind_the_workers_place_in_a_long_queue_waits_for_them(
+    idb: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
+) -> None:
+    # Given a delivery due at T0 with no lease, and the workers on one that fell due
+    # before it (a backlog: its message is still queued behind theirs)
+    queued = await new_delivery(idb, config)
+    lease_end = T0 + timedelta(hours=1)
+    await new_delivery(idb, config, next_attempt_at=T0 - SECOND, lease_expires_at=lease_end)
+
+    # When the sweep runs long after the grace, it leaves the queued one alone
+    clock.move_to(T0 + 3 * GRACE)
+    assert await sweep_stranded(idb, grace_s=GRACE_S) == []
+
+    # Then once the workers are on deliveries due more than the grace after it, its
+    # message is gone: it is stranded
+    await new_delivery(idb, config, next_attempt_at=T0 + GRACE, lease_expires_at=lease_end)
+    assert await sweep_stranded(idb, grace_s=GRACE_S) == [queued]
+
+
 async def test_an_expired_lease_is_swept(
     idb: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
 ) -> None:
