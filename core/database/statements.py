@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import (
     ClauseElement,
     ColumnElement,
+    FunctionElement,
     ReturnsRows,
     UpdateBase,
     bindparam,
 )
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import Boolean, TypeEngine
 
 Row = dict[str, Any]
 """A row: column key -> value, through the column's type."""
@@ -160,6 +162,31 @@ class FixedInList:
 
     def chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
         return [items[start : start + self.size] for start in range(0, len(items), self.size)]
+
+
+class likely(FunctionElement[bool]):
+    """`likely(condition)`: SQLite's planner hint that `condition` is nearly always true
+    of the rows it is asked of; plain `condition` elsewhere.
+
+    Without statistics SQLite prices an equality on a low-cardinality indexed column
+    (`status = 'pending'`) as a handful of rows, and prefers that index to a primary
+    key IN list of 16 ids: a claim then scans every pending delivery, 70 ms with a
+    backlog of 60,000 where the key costs 0.1 ms. Marking the condition likely makes
+    the planner look the ids up (`tests/core/lifecycle/test_plans.py`)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "likely"
+
+
+@compiles(likely)
+def _condition(element: likely, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(likely, "sqlite")
+def _likely_on_sqlite(element: likely, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"likely({compiler.process(element.clauses, **kw)})"
 
 
 class StatementCache:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.controls import Ordering, WaitingReason
-from core.database import Database, FixedInList, fetch_all
+from core.database import Database, FixedInList, fetch_all, likely
 from core.lifecycle.status import Status
 from core.tables import UTCDateTime, deliveries, outbox, webhook_configs
 
@@ -67,7 +67,7 @@ _MARK = (
     deliveries.update()
     .where(
         _IDS.in_(deliveries.c.id),
-        deliveries.c.status == Status.PENDING,
+        likely(deliveries.c.status == Status.PENDING),
         deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime),
         WAITING_IN_ORDER,
     )
