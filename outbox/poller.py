@@ -32,7 +32,7 @@ DEFAULT_BATCH_SIZE = 500
 # Rounds start at most this often: under load each one takes the events of a few
 # commits (a round costs about the same for one event as for twenty), at the price of
 # this much latency for an event that arrives right after a round started.
-MIN_ROUND_INTERVAL_S = 0.005
+MIN_ROUND_INTERVAL_S = 0.020
 MIN_ERROR_PAUSE_S = 0.1
 MAX_ERROR_PAUSE_S = 2.0
 

@@ -17,7 +17,7 @@ CHANNEL = "webhooks:outbox:wake"
 # A process publishes at most this often; notifies in between share the next publish.
 # The poller starts a round at most as often (`outbox.poller.MIN_ROUND_INTERVAL_S`),
 # so more wake-ups would only cost the web and the poller a Redis message each.
-MIN_PUBLISH_INTERVAL_S = 0.005
+MIN_PUBLISH_INTERVAL_S = 0.020
 logger = logging.getLogger("webhooks.outbox")
 
 
