@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 
-from core.database import Database
+from core.database import Database, fetch_all
 from core.lifecycle import sweep_stranded
+from core.tables import deliveries
 from tests.conftest import CLOCK_START
 from tests.outbox.helpers import (
     connected,
@@ -93,14 +94,20 @@ async def test_a_delivery_behind_the_workers_place_in_a_long_queue_waits_for_the
     # before it (a backlog: its message is still queued behind theirs)
     queued = await new_delivery(idb, config)
     lease_end = T0 + timedelta(hours=1)
-    await new_delivery(idb, config, next_attempt_at=T0 - SECOND, lease_expires_at=lease_end)
+    ahead = await new_delivery(idb, config, next_attempt_at=T0 - SECOND, lease_expires_at=lease_end)
 
     # When the sweep runs long after the grace, it leaves the queued one alone
     clock.move_to(T0 + 3 * GRACE)
     assert await sweep_stranded(idb, grace_s=GRACE_S) == []
 
-    # Then once the workers are on deliveries due more than the grace after it, its
-    # message is gone: it is stranded
+    # Then once the workers have moved on to deliveries due more than the grace after
+    # it, its message is gone: it is stranded
+    await fetch_all(
+        idb,
+        deliveries.update()
+        .where(deliveries.c.id == ahead)
+        .values(status="delivered", lease_expires_at=None),
+    )
     await new_delivery(idb, config, next_attempt_at=T0 + GRACE, lease_expires_at=lease_end)
     assert await sweep_stranded(idb, grace_s=GRACE_S) == [queued]
 
