@@ -168,11 +168,11 @@ class likely(FunctionElement[bool]):
     """`likely(condition)`: SQLite's planner hint that `condition` is nearly always true
     of the rows it is asked of; plain `condition` elsewhere.
 
-    Without statistics SQLite prices an equality on a low-cardinality indexed column
-    (`status = 'pending'`) as a handful of rows, and prefers that index to a primary
-    key IN list of 16 ids: a claim then scans every pending delivery, 70 ms with a
-    backlog of 60,000 where the key costs 0.1 ms. Marking the condition likely makes
-    the planner look the ids up (`tests/core/lifecycle/test_plans.py`)."""
+    Without statistics SQLite's planner preferred the `(status, next_attempt_at)` index
+    to a primary key IN list of 16 ids: a claim then read every pending delivery, 70 ms
+    with a backlog of 60,000 where the key costs 0.1 ms. Wrapped (SQLite renders
+    `likely(condition) = 1`), the condition no longer offers that index, and the planner
+    looks the ids up (`tests/core/lifecycle/test_plans.py`)."""
 
     type = Boolean()
     inherit_cache = True

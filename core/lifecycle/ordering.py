@@ -99,10 +99,18 @@ _HEAD = (
 )
 
 
+_HANDED_OVER = (
+    deliveries.update()
+    .where(_IDS.in_(deliveries.c.id), likely(deliveries.c.status == Status.PENDING))
+    .values(next_attempt_at=sa.bindparam("now", type_=UTCDateTime))
+)
+
+
 async def next_in_order(db: Database, config_ids: Sequence[str]) -> list[str]:
     """The head of each fifo configuration named, where it is due now: to be enqueued
     after the previous head became final. (A head waiting for its retry has a message
-    of its own.)"""
+    of its own.) Each is made due now, when its message joins the queue, as the
+    sweep's reading of the queue expects (`sweep`)."""
     now = utcnow()
     heads: list[str] = []
     for config_id in sorted(set(config_ids)):
@@ -112,4 +120,6 @@ async def next_in_order(db: Database, config_ids: Sequence[str]) -> list[str]:
             for row in rows
             if row["next_attempt_at"] is not None and row["next_attempt_at"] <= now
         ]
+    for chunk in _IDS.chunks(heads):
+        await fetch_all(db, _HANDED_OVER, _IDS.values(chunk) | {"now": now})
     return heads

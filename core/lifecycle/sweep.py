@@ -6,7 +6,9 @@ A long queue is not a lost message. A delivery's message joins the queue when it
 due, and the queue is taken in order, so while the workers are on deliveries that fell
 due at P, one that fell due after P may simply not have been reached. Only those due
 more than the grace before both now and P are stranded: during a backlog of a minute
-the sweep waits for the workers instead of queueing the backlog a second time."""
+the sweep waits for the workers instead of queueing the backlog a second time. It waits
+at most `MAX_QUEUE_WAIT` longer than the grace, so that a queue that keeps falling
+behind, or a position read wrong, never stops the recovery of lost messages."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ from core.lifecycle.status import Status
 from core.tables import UTCDateTime, deliveries
 
 SWEEP_BATCH = 1000
+# The longest the sweep waits, beyond the grace, for the workers to reach a delivery.
+MAX_QUEUE_WAIT = timedelta(minutes=10)
+# How many of the oldest due pending deliveries are read to find the first one in
+# flight; past them the workers' place counts as unknown, and the grace as from now.
+POSITION_SCAN_ROWS = 2000
 
 
 async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
@@ -30,7 +37,9 @@ async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
     horizon = now - grace
     reached = await fetch_one(db, _QUEUE_POSITION, {"now": now})
     if reached is not None:
-        horizon = min(horizon, reached["next_attempt_at"] - grace)
+        horizon = max(
+            min(horizon, reached["next_attempt_at"] - grace), now - grace - MAX_QUEUE_WAIT
+        )
     stranded = (
         sa.select(deliveries.c.id)
         .where(
@@ -51,16 +60,23 @@ async def sweep_stranded(db: Database, *, grace_s: float) -> list[str]:
 
 
 # Where the workers are in the queue: the earliest due time of a delivery in flight (due,
-# with a live lease). An index scan up from the oldest pending delivery that stops at the
-# first one in flight: the pending deliveries before it are the few the sweep is about to
-# move up. (Down from now, it would read the whole queue: 140 ms for 67,000 on SQLite.)
-_QUEUE_POSITION = (
-    sa.select(deliveries.c.next_attempt_at)
+# with a live lease) among the oldest `POSITION_SCAN_ROWS` due pending ones, by an index
+# scan up from the oldest. Those before the first in flight are normally the few the
+# sweep is about to move up; the limit bounds the scan when nothing is in flight. (Down
+# from now, it would read the whole queue: 140 ms for 67,000 on SQLite.)
+_OLDEST_DUE = (
+    sa.select(deliveries.c.next_attempt_at, deliveries.c.lease_expires_at)
     .where(
         deliveries.c.status == Status.PENDING,
         deliveries.c.next_attempt_at <= sa.bindparam("now", type_=UTCDateTime),
-        deliveries.c.lease_expires_at > sa.bindparam("now", type_=UTCDateTime),
     )
     .order_by(deliveries.c.next_attempt_at)
+    .limit(POSITION_SCAN_ROWS)
+    .subquery()
+)
+_QUEUE_POSITION = (
+    sa.select(_OLDEST_DUE.c.next_attempt_at)
+    .where(_OLDEST_DUE.c.lease_expires_at > sa.bindparam("now", type_=UTCDateTime))
+    .order_by(_OLDEST_DUE.c.next_attempt_at)
     .limit(1)
 )

@@ -62,6 +62,7 @@ async def test_notifies_soon_after_a_publish_share_the_next_one(
     monkeypatch.setattr(wakeup, "_publish", publish)
     try:
         # When one commit notifies, and three more within the interval
+        notified_at = loop.time()
         wakeup.notify()
         for _ in range(3):
             await asyncio.sleep(0.01)
@@ -71,6 +72,7 @@ async def test_notifies_soon_after_a_publish_share_the_next_one(
         # Then the first is published at once, and one more covers the other three, at
         # the end of the interval
         assert len(published) == 2
+        assert published[0] - notified_at < 0.1
         assert published[1] - published[0] >= 0.2
     finally:
         await wakeup.close()

@@ -102,6 +102,23 @@ async def test_a_delivered_or_failed_head_hands_over_to_the_next(db: Database) -
         assert (await delivery(db, following))["waiting_reason"] is None
 
 
+async def test_a_head_handed_over_is_due_from_then(db: Database) -> None:
+    # Given a fifo configuration whose second delivery was made an hour ago
+    config = await _config(db, await new_client_id(db), "fifo")
+    first, second = await _deliveries(db, config, [1, 2])
+    made = (await delivery(db, second))["next_attempt_at"]
+    [claim] = await lifecycle.claim(db, [first], lease_s=LEASE_S)
+    await _record(db, claim, Status.DELIVERED)
+
+    # When the first is delivered and the second handed over
+    before = utcnow()
+    assert await lifecycle.next_in_order(db, [config["id"]]) == [second]
+
+    # Then the second is due from the hand-over, when its message joins the queue (the
+    # sweep reads the queue's place from the due times of deliveries in flight)
+    assert (await delivery(db, second))["next_attempt_at"] >= before > made
+
+
 async def test_an_earlier_event_not_yet_fanned_out_holds_back_a_later_delivery(
     db: Database,
 ) -> None:

@@ -13,6 +13,7 @@ from freezegun.api import FrozenDateTimeFactory
 
 from core.database import Database, fetch_all
 from core.lifecycle import sweep_stranded
+from core.lifecycle.sweep import MAX_QUEUE_WAIT
 from core.tables import deliveries
 from tests.conftest import CLOCK_START
 from tests.outbox.helpers import (
@@ -109,6 +110,24 @@ async def test_a_delivery_behind_the_workers_place_in_a_long_queue_waits_for_the
         .values(status="delivered", lease_expires_at=None),
     )
     await new_delivery(idb, config, next_attempt_at=T0 + GRACE, lease_expires_at=lease_end)
+    assert await sweep_stranded(idb, grace_s=GRACE_S) == [queued]
+
+
+async def test_the_sweep_waits_for_the_workers_at_most_max_queue_wait(
+    idb: Database, clock: FrozenDateTimeFactory, config: dict[str, Any]
+) -> None:
+    # Given a delivery due at T0 with no lease, and the workers stuck far behind it (a
+    # delivery in flight due an hour earlier)
+    queued = await new_delivery(idb, config)
+    lease_end = T0 + timedelta(days=1)
+    await new_delivery(
+        idb, config, next_attempt_at=T0 - timedelta(hours=1), lease_expires_at=lease_end
+    )
+
+    # Then the sweep waits for them no longer than the grace and MAX_QUEUE_WAIT
+    clock.move_to(T0 + GRACE + MAX_QUEUE_WAIT - SECOND)
+    assert await sweep_stranded(idb, grace_s=GRACE_S) == []
+    clock.move_to(T0 + GRACE + MAX_QUEUE_WAIT + SECOND)
     assert await sweep_stranded(idb, grace_s=GRACE_S) == [queued]
 
 
