@@ -8,8 +8,8 @@ Which module owns what:
   `execute_in_open_transaction` (inside the caller's `db.transaction()`).
 - `statements`: `Query` (a statement and its values), `PreparedStatement` (compiled
   once per dialect with SQLAlchemy's public compile API; rows come back as dicts) and
-  `FixedInList` (an IN list of fixed size, for statements built once), and `likely`
-  (SQLite's planner hint, for a condition beside such a list).
+  `FixedInList` (an IN list of fixed size, for statements built once), and `not_by_index`
+  (a condition beside such a list that no planner may use an index for).
 - `units`: the write unit contract (`WriteUnit`): a generator of `Query`s.
 - `sqlite_connections`: how every SQLite connection is set up, BEGIN IMMEDIATE, and
   running a statement on a sqlite3 or aiosqlite connection.
@@ -28,7 +28,7 @@ from core.database.core import (
     record_dict,
     run_in_transaction,
 )
-from core.database.statements import FixedInList, Query, Row, likely
+from core.database.statements import FixedInList, Query, Row, not_by_index
 from core.database.units import WriteUnit
 from core.database.urls import DatabaseUrl, DatabaseUrlError, parse_database_url
 
@@ -43,7 +43,7 @@ __all__ = [
     "execute_in_open_transaction",
     "fetch_all",
     "fetch_one",
-    "likely",
+    "not_by_index",
     "open_database",
     "parse_database_url",
     "record_dict",

@@ -164,28 +164,29 @@ class FixedInList:
         return [items[start : start + self.size] for start in range(0, len(items), self.size)]
 
 
-class likely(FunctionElement[bool]):
-    """`likely(condition)`: SQLite's planner hint that `condition` is nearly always true
-    of the rows it is asked of; plain `condition` elsewhere.
+class not_by_index(FunctionElement[bool]):
+    """`not_by_index(condition)`: `condition`, checked on the rows that the statement's
+    other conditions find, never used by the planner to find them. SQLite renders
+    `likely(condition) = 1`, PostgreSQL `(condition) IS TRUE`.
 
-    Without statistics SQLite's planner preferred the `(status, next_attempt_at)` index
-    to a primary key IN list of 16 ids: a claim then read every pending delivery, 70 ms
-    with a backlog of 60,000 where the key costs 0.1 ms. Wrapped (SQLite renders
-    `likely(condition) = 1`), the condition no longer offers that index, and the planner
-    looks the ids up (`tests/core/lifecycle/test_plans.py`)."""
+    For `id IN (16 ids) AND status = 'pending' AND next_attempt_at <= ...`: without
+    statistics, SQLite's planner preferred the `(status, next_attempt_at)` index to the
+    primary key, and so did PostgreSQL's generic plan of the prepared statement (a
+    BitmapAnd of both): a claim then read every pending delivery, 70 ms on SQLite with
+    a backlog of 60,000 where the key costs 0.1 ms (`tests/core/lifecycle/test_plans.py`)."""
 
     type = Boolean()
     inherit_cache = True
-    name = "likely"
+    name = "not_by_index"
 
 
-@compiles(likely)
-def _condition(element: likely, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.clauses, **kw)})"
+@compiles(not_by_index)
+def _is_true(element: not_by_index, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"(({compiler.process(element.clauses, **kw)}) IS TRUE)"
 
 
-@compiles(likely, "sqlite")
-def _likely_on_sqlite(element: likely, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(not_by_index, "sqlite")
+def _likely_on_sqlite(element: not_by_index, compiler: SQLCompiler, **kw: Any) -> str:
     return f"likely({compiler.process(element.clauses, **kw)})"
 
 

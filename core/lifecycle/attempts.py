@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.controls import Ordering, WaitingReason
-from core.database import Database, FixedInList, Query, WriteUnit, likely, run_in_transaction
+from core.database import Database, FixedInList, Query, WriteUnit, not_by_index, run_in_transaction
 from core.lifecycle.changes import locked_state
 from core.lifecycle.ordering import WAITING_IN_ORDER
 from core.lifecycle.status import Status
@@ -67,8 +67,8 @@ _CLAIM = (
     deliveries.update()
     .where(
         _IDS.in_(deliveries.c.id),
-        likely(deliveries.c.status == Status.PENDING),
-        deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime),
+        not_by_index(deliveries.c.status == Status.PENDING),
+        not_by_index(deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime)),
         sa.or_(
             deliveries.c.lease_expires_at.is_(None),
             deliveries.c.lease_expires_at < sa.bindparam("now", type_=UTCDateTime),

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from core.clock import utcnow
 from core.controls import Ordering, WaitingReason
-from core.database import Database, FixedInList, fetch_all, likely
+from core.database import Database, FixedInList, fetch_all, not_by_index
 from core.lifecycle.status import Status
 from core.tables import UTCDateTime, deliveries, outbox, webhook_configs
 
@@ -67,8 +67,8 @@ _MARK = (
     deliveries.update()
     .where(
         _IDS.in_(deliveries.c.id),
-        likely(deliveries.c.status == Status.PENDING),
-        deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime),
+        not_by_index(deliveries.c.status == Status.PENDING),
+        not_by_index(deliveries.c.next_attempt_at <= sa.bindparam("due_by", type_=UTCDateTime)),
         WAITING_IN_ORDER,
     )
     .values(waiting_reason=WaitingReason.ORDERING)
@@ -101,7 +101,7 @@ _HEAD = (
 
 _HANDED_OVER = (
     deliveries.update()
-    .where(_IDS.in_(deliveries.c.id), likely(deliveries.c.status == Status.PENDING))
+    .where(_IDS.in_(deliveries.c.id), not_by_index(deliveries.c.status == Status.PENDING))
     .values(next_attempt_at=sa.bindparam("now", type_=UTCDateTime))
 )
 
