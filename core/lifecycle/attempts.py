@@ -157,7 +157,10 @@ async def park(db: Database, claim: Claim) -> Status | None:
 
 _PARK = (
     deliveries.update()
-    .where(deliveries.c.id == sa.bindparam("delivery_id"), deliveries.c.status == Status.PENDING)
+    .where(
+        deliveries.c.id == sa.bindparam("delivery_id"),
+        not_by_index(deliveries.c.status == Status.PENDING),
+    )
     .values(
         status=sa.bindparam("status"),
         lease_expires_at=None,
@@ -180,7 +183,7 @@ def _parking(claim: Claim) -> WriteUnit[Status | None]:
 # not taken over by another worker after the lease ran out.
 STILL_LEASED = sa.and_(
     deliveries.c.id == sa.bindparam("delivery_id"),
-    deliveries.c.status == Status.PENDING,
+    not_by_index(deliveries.c.status == Status.PENDING),
     deliveries.c.lease_expires_at == sa.bindparam("held_lease"),
 )
 _RELEASE = (

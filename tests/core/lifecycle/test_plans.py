@@ -13,12 +13,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core.lifecycle import attempts, ordering
+from core.lifecycle import attempts, ordering, records
 
 BY_IDS = {
     "claim": attempts._CLAIM,
     "mark_waiting_in_order": ordering._MARK,
     "hand_over": ordering._HANDED_OVER,
+    "park": attempts._PARK,
+    "release": attempts._RELEASE,
+    "record": records._UPDATE_DELIVERY,
 }
 
 
