@@ -89,7 +89,7 @@ async def mark_waiting_in_order(
 
 
 _HEAD = (
-    sa.select(deliveries.c.id, deliveries.c.next_attempt_at)
+    sa.select(deliveries.c.id)
     .where(
         deliveries.c.config_id == sa.bindparam("config_id"),
         deliveries.c.status == Status.PENDING,
@@ -97,29 +97,30 @@ _HEAD = (
     .order_by(deliveries.c.seq, deliveries.c.id)
     .limit(1)
 )
-
-
-_HANDED_OVER = (
+# A head that is due (not waiting for its retry) is made due now, when its message joins
+# the queue, as the sweep's reading of the queue expects (`sweep`).
+_HAND_OVER = (
     deliveries.update()
-    .where(_IDS.in_(deliveries.c.id), not_by_index(deliveries.c.status == Status.PENDING))
+    .where(
+        _IDS.in_(deliveries.c.id),
+        not_by_index(deliveries.c.status == Status.PENDING),
+        not_by_index(deliveries.c.next_attempt_at <= sa.bindparam("now", type_=UTCDateTime)),
+    )
     .values(next_attempt_at=sa.bindparam("now", type_=UTCDateTime))
+    .returning(deliveries.c.id)
 )
 
 
 async def next_in_order(db: Database, config_ids: Sequence[str]) -> list[str]:
     """The head of each fifo configuration named, where it is due now: to be enqueued
     after the previous head became final. (A head waiting for its retry has a message
-    of its own.) Each is made due now, when its message joins the queue, as the
-    sweep's reading of the queue expects (`sweep`)."""
-    now = utcnow()
+    of its own.)"""
     heads: list[str] = []
     for config_id in sorted(set(config_ids)):
-        rows = await fetch_all(db, _HEAD, {"config_id": config_id})
-        heads += [
-            str(row["id"])
-            for row in rows
-            if row["next_attempt_at"] is not None and row["next_attempt_at"] <= now
-        ]
+        heads += [str(row["id"]) for row in await fetch_all(db, _HEAD, {"config_id": config_id})]
+    now = utcnow()
+    handed_over: list[str] = []
     for chunk in _IDS.chunks(heads):
-        await fetch_all(db, _HANDED_OVER, _IDS.values(chunk) | {"now": now})
-    return heads
+        rows = await fetch_all(db, _HAND_OVER, _IDS.values(chunk) | {"now": now})
+        handed_over += [str(row["id"]) for row in rows]
+    return handed_over

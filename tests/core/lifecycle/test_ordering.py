@@ -103,7 +103,7 @@ async def test_a_delivered_or_failed_head_hands_over_to_the_next(db: Database) -
 
 
 async def test_a_head_handed_over_is_due_from_then(db: Database) -> None:
-    # Given a fifo configuration whose second delivery was made an hour ago
+    # Given a fifo configuration with two deliveries, due since they were made
     config = await _config(db, await new_client_id(db), "fifo")
     first, second = await _deliveries(db, config, [1, 2])
     made = (await delivery(db, second))["next_attempt_at"]

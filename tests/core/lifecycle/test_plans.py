@@ -18,7 +18,7 @@ from core.lifecycle import attempts, ordering, records
 BY_IDS = {
     "claim": attempts._CLAIM,
     "mark_waiting_in_order": ordering._MARK,
-    "hand_over": ordering._HANDED_OVER,
+    "hand_over": ordering._HAND_OVER,
     "park": attempts._PARK,
     "release": attempts._RELEASE,
     "record": records._UPDATE_DELIVERY,
